@@ -1,0 +1,1 @@
+"""Device drivers. Drivers know protocols; ``drivers.serial_link`` knows bytes."""

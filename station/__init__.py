@@ -1,0 +1,8 @@
+"""Diamond scanner station controller."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("diamond-station")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"

@@ -1,0 +1,67 @@
+"""One error type per layer; every error carries what happened and what to do.
+
+The CLI prints ``str(err)`` as a single line on stderr, so messages must be
+self-contained: cause first, then the fix.
+"""
+
+from __future__ import annotations
+
+
+class StationError(Exception):
+    """Base of every error we expect and can explain to a person."""
+
+    layer = "station"
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.what}. Fix: {self.fix}"
+
+
+class ConfigError(StationError):
+    layer = "config"
+
+
+class KeyFileError(StationError):
+    layer = "keys"
+
+
+class DeviceError(StationError):
+    """Raised by drivers and transports. ``transcript`` holds the last lines
+    sent (``>``) and received (``<``) so a link failure can be debugged from
+    the message alone."""
+
+    layer = "device"
+
+    def __init__(self, what: str, fix: str, transcript: list[str] | None = None) -> None:
+        super().__init__(what, fix)
+        self.transcript = list(transcript or [])
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.transcript:
+            return f"{base}. Last lines: {' | '.join(self.transcript[-6:])}"
+        return base
+
+
+class MeasurementAborted(StationError):
+    """A stone's measurement went wrong; nothing was recorded for it."""
+
+    layer = "cycle"
+
+
+class RecordError(StationError):
+    """Building, signing or verifying a record failed."""
+
+    layer = "record"
+
+
+class OutboxError(StationError):
+    layer = "outbox"
+
+
+class PublishError(StationError):
+    layer = "publish"
