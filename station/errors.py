@@ -22,7 +22,13 @@ class StationError(Exception):
 
 
 class ConfigError(StationError):
+    """``problems`` lists every (file, key-path message, fix) found, not just the first."""
+
     layer = "config"
+
+    def __init__(self, what: str, fix: str, problems: list[tuple] | None = None) -> None:
+        super().__init__(what, fix)
+        self.problems = problems or []
 
 
 class KeyFileError(StationError):

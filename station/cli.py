@@ -1,0 +1,192 @@
+"""The `station` command. Every command reads --config FILE, else $STATION_CONFIG,
+else /etc/station/station.toml. Expected errors print one line (cause and fix)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from station import __version__, config, console
+from station.errors import StationError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except StationError as exc:
+        console.error_line(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # an unexpected bug still gets one line, unless --debug
+        if args.debug:
+            raise
+        console.error_line(f"internal error {type(exc).__name__}: {exc}. Fix: rerun with --debug and report it")
+        return 70
+
+
+def _config(args) -> config.Config:
+    return config.load(config.resolve_path(args.config))
+
+
+# --- config -----------------------------------------------------------------
+
+def cmd_config_check(args) -> int:
+    path = Path(args.file) if args.file else config.resolve_path(args.config)
+    try:
+        cfg = config.load(path)
+    except config.ConfigError as exc:
+        for file, what, fix in exc.problems or [(path, exc.what, exc.fix)]:
+            console.error_line(f"{what if str(what).startswith(str(file)) else f'{file}: {what}'}. Fix: {fix}")
+        return 1
+    mode = "SIMULATED balance" if cfg.simulated else "real balance"
+    console.out.print(f"{path}: OK (station {cfg.station.id}, {mode} on {cfg.devices.balance.port}, "
+                      f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+    return 0
+
+
+# --- keys -------------------------------------------------------------------
+
+def cmd_keys_init(args) -> int:
+    from station.keys import init_key, kid_for
+
+    cfg = _config(args)
+    path = cfg.signing_key_file
+    key = init_key(path)
+    which = "simulation" if cfg.simulated else "station"
+    console.out.print(f"Created {which} key {path} (mode 0600), kid {kid_for(key.public_key())}")
+    return 0
+
+
+def cmd_keys_public(args) -> int:
+    from station.cose import Signer
+    from station.keys import load_private_key
+
+    cfg = _config(args)
+    signer = Signer(load_private_key(cfg.signing_key_file))
+    print(json.dumps(signer.jwk(), indent=2) if args.jwk else signer.kid)
+    return 0
+
+
+# --- run --------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from station.service import Session, Station
+
+    cfg = _config(args)
+    operator = args.operator or cfg.session.operator
+    lot = args.lot or cfg.session.lot
+    if not operator or not lot:
+        missing = "operator" if not operator else "lot"
+        raise config.ConfigError(f"no {missing} ID given", f"pass --{missing} ID or set session.{missing} in {cfg.source}")
+    station = Station(cfg, Session(operator=operator, lot=lot), console.say)
+    station.install_signal_handlers()
+    return station.run(max_stones=args.max_stones, drain_timeout=args.drain_timeout)
+
+
+# --- records ----------------------------------------------------------------
+
+def cmd_records_export(args) -> int:
+    from station.outbox import Outbox
+    from station.service import outbox_path
+
+    cfg = _config(args)
+    path = outbox_path(cfg)
+    if not path.exists():
+        raise StationError(f"no outbox at {path}", "check station.state_dir; the station creates it on first run")
+    box = Outbox(path)
+    try:
+        n = box.export(Path(args.dir))
+        depth = box.depth()
+    finally:
+        box.close()
+    console.out.print(f"Exported {n} record(s) to {args.dir} ({depth} not yet delivered to the broker)")
+    return 0
+
+
+# --- verify -----------------------------------------------------------------
+
+def cmd_verify(args) -> int:
+    from station import verify_cli
+
+    return verify_cli.run(args)
+
+
+# --- sim / demo -------------------------------------------------------------
+
+def cmd_sim(args) -> int:
+    from drivers.sim import cli as sim_cli
+
+    return sim_cli.run(args)
+
+
+def cmd_demo(args) -> int:
+    from station import demo
+
+    return demo.run(stones=args.stones, keep=Path(args.keep) if args.keep else None)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="station", description="Diamond scanner station controller.")
+    p.add_argument("--version", action="version", version=f"station {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help=f"config file (default: ${config.ENV_VAR}, "
+                        f"else {config.DEFAULT_PATH})")
+    common.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    p.set_defaults(debug=False, config=None)
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    c = sub.add_parser("config", help="check a config file").add_subparsers(metavar="ACTION")
+    s = c.add_parser("check", parents=[common], help="validate a config file")
+    s.add_argument("file", nargs="?", help="file to check (default: the --config resolution)")
+    s.set_defaults(func=cmd_config_check)
+
+    k = sub.add_parser("keys", help="signing keys").add_subparsers(metavar="ACTION")
+    s = k.add_parser("init", parents=[common], help="create the signing key the config uses (mode 0600)")
+    s.set_defaults(func=cmd_keys_init)
+    s = k.add_parser("public", parents=[common], help="print the public key (kid, or --jwk)")
+    s.add_argument("--jwk", action="store_true", help="print an OKP JWK")
+    s.set_defaults(func=cmd_keys_public)
+
+    s = sub.add_parser("run", parents=[common], help="run the station")
+    s.add_argument("--operator", help="operator ID (else session.operator)")
+    s.add_argument("--lot", help="lot/parcel ID (else session.lot)")
+    s.add_argument("--max-stones", type=int, metavar="N", help="stop after N recorded stones")
+    s.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
+                   help="on exit, wait up to S seconds for the broker to take every record")
+    s.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("records", help="the outbox of signed records").add_subparsers(metavar="ACTION")
+    s = r.add_parser("export", parents=[common], help="write every record as DIR/<seq>.cose")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_records_export)
+
+    s = sub.add_parser("verify", parents=[common], help="verify records: signatures, chain, gaps")
+    from station import verify_cli
+
+    verify_cli.add_arguments(s)
+    s.set_defaults(func=cmd_verify)
+
+    sim = sub.add_parser("sim", help="device simulators").add_subparsers(metavar="DEVICE")
+    s = sim.add_parser("scale", parents=[common], help="a simulated balance on a pty or TCP port")
+    from drivers.sim import cli as sim_cli
+
+    sim_cli.add_arguments(s)
+    s.set_defaults(func=cmd_sim)
+
+    s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
+    s.add_argument("--stones", type=int, default=5, help="how many stones (default 5)")
+    s.add_argument("--keep", metavar="DIR", help="keep the demo's config, keys and outbox in DIR")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Strict, typed station configuration (one TOML file).
+
+Unknown keys, wrong types and missing files are errors that name the file,
+the key path and the fix. Simulation is never implied: a device is simulated
+only when its table says ``simulate = true``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from station.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/station/station.toml")
+ENV_VAR = "STATION_CONFIG"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class StationSection(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    state_dir: Path
+    key_file: Path
+    sim_key_file: Path | None = None
+    min_free_mb: PositiveInt = 64
+
+
+class SessionSection(_Strict):
+    operator: str | None = None
+    lot: str | None = None
+
+
+class BalanceConfig(_Strict):
+    driver: Literal["mtsics"]
+    port: Annotated[str, Field(min_length=1)]
+    simulate: bool = False
+    baudrate: PositiveInt = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    xonxoff: bool = False
+    serial: str | None = None
+    reply_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+class DevicesSection(_Strict):
+    balance: BalanceConfig
+
+
+class CycleSection(_Strict):
+    detect_threshold_ug: PositiveInt = 5_000
+    removal_threshold_ug: PositiveInt = 2_000
+    stable_readings: Annotated[int, Field(ge=1, le=20)] = 2
+    stable_tolerance_ug: Annotated[int, Field(ge=0)] = 200
+    settle_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    poll_interval_s: Annotated[float, Field(gt=0, le=5)] = 0.1
+    uncertainty_ug: Annotated[int, Field(ge=0)] = 1_000
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "CycleSection":
+        if self.removal_threshold_ug > self.detect_threshold_ug:
+            raise ValueError("removal_threshold_ug must not exceed detect_threshold_ug")
+        return self
+
+
+class MqttSection(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    window: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
+class Config(_Strict):
+    station: StationSection
+    session: SessionSection = SessionSection()
+    devices: DevicesSection
+    cycle: CycleSection = CycleSection()
+    mqtt: MqttSection = MqttSection()
+    source: Path = Path("<memory>")
+
+    @property
+    def simulated(self) -> bool:
+        return self.devices.balance.simulate
+
+    @property
+    def signing_key_file(self) -> Path:
+        """Simulated records are signed with their own key, never the station's."""
+        if self.simulated:
+            assert self.station.sim_key_file is not None  # enforced by _sim_key
+            return self.station.sim_key_file
+        return self.station.key_file
+
+    @model_validator(mode="after")
+    def _sim_key(self) -> "Config":
+        if self.simulated and self.station.sim_key_file is None:
+            raise ValueError("station.sim_key_file is required when a device has simulate = true")
+        if self.station.sim_key_file is not None and self.station.sim_key_file == self.station.key_file:
+            raise ValueError("station.sim_key_file must differ from station.key_file")
+        return self
+
+
+def resolve_path(cli_value: str | os.PathLike | None) -> Path:
+    """--config FILE, else $STATION_CONFIG, else /etc/station/station.toml."""
+    if cli_value:
+        return Path(cli_value)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    return DEFAULT_PATH
+
+
+def load(path: Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist",
+            f"pass --config FILE or set ${ENV_VAR}; start from config/station.example.toml",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}", "check the path and its permissions") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})", "fix the syntax at that line") from exc
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: Path) -> Config:
+    if "source" in raw:
+        raise ConfigError(f"{path}: source: unknown key", "remove it")
+    try:
+        cfg = Config.model_validate({**_paths_as_path(raw, path.parent), "source": path})
+    except ValidationError as exc:
+        problems = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"{path}: " + problems[0][0], problems[0][1], problems=[(path, *p) for p in problems]) from None
+    return cfg
+
+
+_PATH_KEYS = {("station", "state_dir"), ("station", "key_file"), ("station", "sim_key_file")}
+
+
+def _paths_as_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Expand ~ and make relative paths relative to the config file, so a
+    config directory can be moved as a whole (e.g. `station demo --keep`)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for section, key in _PATH_KEYS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str):
+            p = Path(value).expanduser()
+            out[section][key] = p if p.is_absolute() else (base / p).resolve()
+    return out
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    loc = [str(x) for x in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else "remove it"
+        return f"{key}: unknown key", f"{hint} (allowed here: {', '.join(allowed)})"
+    if kind == "missing":
+        return f"{key}: required key is missing", f"add `{loc[-1]} = ...` (see config/station.example.toml)"
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {msg}{shown}", "correct the value; config/station.example.toml documents every key"
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return [k for k in model.model_fields if k != "source"]

@@ -1,0 +1,161 @@
+"""`station demo`: the whole flow on simulated devices, end to end.
+
+Starts a private mosquitto, the MT-SICS simulator, a consumer (`station verify
+--subscribe`) and the station (`station run`), each a real process or a real
+transport; places stones; prints the consumer's verified table; stops all it started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from drivers.sim.mtsics import MtSicsSimulator
+from station import console
+from station.broker import Mosquitto
+from station.carat import format_carats, format_raw_carats
+from station.errors import StationError
+
+# Varied masses, including the two that trade rounding lifts over the ban thresholds.
+DEMO_MASSES_UG = [99_800, 199_800, 251_400, 60_600, 412_000, 149_600, 300_200, 99_400]
+
+CONFIG_TEMPLATE = """\
+# Written by `station demo`. Inspect with e.g.:
+#   station records export --config {dir}/station.toml {dir}/export
+#   station verify --config {dir}/station.toml {dir}/export
+[station]
+id = "DEMO-DESK-01"
+state_dir = "state"
+key_file = "keys/station.key"
+sim_key_file = "keys/simulation.key"
+
+[session]
+operator = "demo-operator"
+lot = "DEMO-LOT-001"
+
+[devices.balance]
+driver = "mtsics"
+port = "{port}"
+simulate = true
+
+[cycle]
+poll_interval_s = 0.05
+settle_timeout_s = 10.0
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+"""
+
+
+def _masses(n: int) -> list[int]:
+    return [DEMO_MASSES_UG[i % len(DEMO_MASSES_UG)] + 2_000 * (i // len(DEMO_MASSES_UG)) for i in range(n)]
+
+
+class _Follower(threading.Thread):
+    """Echo a child's output with a prefix and signal on lines we wait for."""
+
+    def __init__(self, proc: subprocess.Popen, prefix: str, watch: dict[str, threading.Semaphore]) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.prefix, self.watch, self.lines = proc, prefix, watch, []
+
+    def run(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if self.prefix:
+                console.out.print(f"[dim]{self.prefix} │[/] {console._escape(line.rstrip())}")
+            for needle, sem in self.watch.items():
+                if needle in line:
+                    sem.release()
+
+
+def _station_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "station.cli", *args]
+
+
+def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int:
+    if stones < 1:
+        raise StationError("--stones must be at least 1", "pass e.g. --stones 5")
+    workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="station-demo-"))
+    if keep and workdir.exists() and any(workdir.iterdir()):
+        raise StationError(f"{workdir} is not empty", "give --keep a new or empty directory")
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    console.say("info", f"Demo in {workdir}: {stones} simulated stone(s).")
+    try:
+        with Mosquitto(workdir=workdir / "broker") as broker, \
+                MtSicsSimulator(link_path=str(workdir / "balance")) as sim:
+            console.say("info", f"Private mosquitto on 127.0.0.1:{broker.port} (pid {broker.pid}); "
+                        f"MT-SICS simulator on {sim.port}.")
+            cfg_path = workdir / "station.toml"
+            cfg_path.write_text(CONFIG_TEMPLATE.format(dir=workdir, port=sim.port, mqtt_port=broker.port))
+            _check(subprocess.run(_station_cmd("keys", "init", "--config", str(cfg_path)),
+                                  capture_output=True, text=True), "keys init")
+            jwk = subprocess.run(_station_cmd("keys", "public", "--jwk", "--config", str(cfg_path)),
+                                 capture_output=True, text=True)
+            _check(jwk, "keys public")
+            (workdir / "simulation.jwk").write_text(jwk.stdout)
+
+            listening = threading.Semaphore(0)
+            consumer = subprocess.Popen(
+                _station_cmd("verify", "--subscribe", "--key", str(workdir / "simulation.jwk"),
+                             "--host", "127.0.0.1", "--port", str(broker.port),
+                             "--count", str(stones), "--timeout", str(timeout + 10 * stones)),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs.append(consumer)
+            cons_out = _Follower(consumer, "", {"Listening": listening})
+            cons_out.start()
+            if not listening.acquire(timeout=timeout):
+                raise StationError("the consumer did not start", "see its output above")
+
+            ready, recorded, empty = threading.Semaphore(0), threading.Semaphore(0), threading.Semaphore(0)
+            station = subprocess.Popen(
+                _station_cmd("run", "--config", str(cfg_path), "--max-stones", str(stones)),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs.append(station)
+            _Follower(station, "station", {"Balance ": ready, "Recorded #": recorded, "Pan empty": empty}).start()
+            if not ready.acquire(timeout=timeout):
+                raise StationError("the station did not find the simulated balance", "see its output above")
+
+            for i, mass in enumerate(_masses(stones), 1):
+                console.say("info", f"[demo] placing stone {i}/{stones}: {mass} µg "
+                            f"= {format_raw_carats(mass)} ct raw → {format_carats(mass)} ct trade")
+                sim.place(mass)
+                if not recorded.acquire(timeout=timeout):
+                    raise StationError(f"stone {i} was not recorded within {timeout:g} s", "see the station output")
+                sim.remove()
+                if i < stones and not empty.acquire(timeout=timeout):
+                    raise StationError("the station did not see the pan empty", "see the station output")
+
+            station_rc = station.wait(timeout=timeout + 30)
+            consumer_rc = consumer.wait(timeout=timeout + 10 * stones)
+            cons_out.join(timeout=5)
+            console.out.print("".join(cons_out.lines), end="", markup=False, highlight=False)
+            if station_rc != 0 or consumer_rc != 0:
+                raise StationError(f"demo failed (station exit {station_rc}, consumer exit {consumer_rc})",
+                                   "see the output above")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if keep:
+        console.say("info", f"Kept everything in {workdir}. Try: station records export --config "
+                    f"{workdir}/station.toml {workdir}/export && station verify --config {workdir}/station.toml "
+                    f"{workdir}/export")
+    console.say("ok", f"Demo complete: {stones} stone(s) weighed, signed, stored, published and verified.")
+    return 0
+
+
+def _check(proc: subprocess.CompletedProcess, what: str) -> None:
+    if proc.returncode != 0:
+        raise StationError(f"`station {what}` failed: {proc.stderr.strip() or proc.stdout.strip()}", "see above")

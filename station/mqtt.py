@@ -1,0 +1,319 @@
+"""MQTT v5 in the station's own terms. The only module that imports paho.
+
+Facts this relies on (docs/REFERENCE §7, checked against paho 2.2 / mosquitto 2.0):
+- a PUBACK may carry a failure reason (135 Not authorized for an ACL denial)
+  while paho still reports the message as published, so every ack is checked;
+- Nagle's algorithm turns each ack round trip into 40-90 ms, hence TCP_NODELAY;
+- disconnect() must come before loop_stop(), the reverse costs about 1 s;
+- clean_start=False plus a Session Expiry Interval keeps subscriptions and
+  queued QoS 1 messages across a broker restart (with broker persistence).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from station.errors import PublishError
+
+DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # a week: a station may be offline over a weekend
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The broker's answer to one QoS 1 publish."""
+
+    mid: int
+    reason_code: int
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.reason_code < 0x80
+
+
+@dataclass(frozen=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+    qos: int = 1
+
+
+@dataclass(frozen=True)
+class MessageProperties:
+    """What a consumer gets besides the payload."""
+
+    topic: str
+    qos: int
+    retain: bool
+    dup: bool
+    content_type: str | None = None
+    user_properties: dict[str, str] = field(default_factory=dict)
+
+
+AckCallback = Callable[[Ack], None]
+
+
+def _reason(rc: Any) -> tuple[int, str]:
+    if isinstance(rc, ReasonCode):
+        return rc.value, rc.getName()
+    return int(rc), str(rc)
+
+
+def _ignore(ack: Ack) -> None:
+    pass
+
+
+def _set_nodelay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # websocket wrappers have no setsockopt; not fatal
+        pass
+
+
+class MqttLink:
+    """One v5 connection with a persistent session that reconnects by itself.
+
+    Callbacks run on paho's network thread: keep them short and never block.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        *,
+        keepalive: int = 30,
+        session_expiry: int = DEFAULT_SESSION_EXPIRY,
+        will: Will | None = None,
+        max_inflight: int = 20,
+        reconnect_delay: tuple[float, float] = (0.2, 10.0),
+        on_connect: Callable[[bool], None] | None = None,
+        on_disconnect: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host, self.port, self.client_id = host, port, client_id
+        self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self._on_connect_cb = on_connect
+        self._on_disconnect_cb = on_disconnect
+        self._lock = threading.Lock()
+        self._waiting: dict[int, AckCallback] = {}
+        # Acks that beat publish() back to us (paho hands the packet to its network
+        # thread before returning the mid); only mids of live messages land here.
+        self._early: dict[int, Ack] = {}
+        self._connected = threading.Event()
+        self._started = False
+        self.last_error: str | None = None
+
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        c.on_socket_open = _set_nodelay
+        c.on_connect = self._handle_connect
+        c.on_disconnect = self._handle_disconnect
+        c.on_publish = self._handle_publish
+        c.on_connect_fail = self._handle_connect_fail
+        c.max_inflight_messages_set(max(1, max_inflight))
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(reconnect_delay[0], reconnect_delay[1])  # type: ignore[arg-type]  # floats work
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._client = c
+
+    @property
+    def client(self) -> paho.Client:
+        """Escape hatch for MqttSubscriber; other modules must not use paho directly."""
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Returns at once; a broker that is down is retried in the background."""
+        if self._started:
+            return
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        # clean_start False on EVERY connect, or the first one wipes a stored session.
+        self._client.connect_async(
+            self.host, self.port, keepalive=self.keepalive, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+        self._started = True
+
+    def stop(self, *, send_will: bool = False) -> None:
+        """Clean shutdown. With ``send_will`` the broker publishes the last will anyway
+        (MQTT 5 reason 0x04), so a stopped station reads as offline."""
+        if not self._started:
+            return
+        self._started = False
+        if send_will and self.connected:
+            self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+        else:
+            self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        content_type: str | None = None,
+        user_properties: Iterable[tuple[str, str]] = (),
+        on_ack: AckCallback | None = None,
+    ) -> int:
+        """Queue one message; ``on_ack`` gets the broker's verdict (QoS 1).
+
+        While disconnected paho keeps the message in RAM only and sends it after
+        reconnecting; callers that must not lose data keep their own durable copy.
+        """
+        props = Properties(PacketTypes.PUBLISH)
+        if content_type:
+            props.ContentType = content_type
+        ups = list(user_properties)
+        if ups:
+            props.UserProperty = ups
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+        except ValueError as exc:
+            raise PublishError(f"cannot publish to {topic!r}: {exc}", "use a valid topic and payload") from exc
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            raise PublishError(
+                f"paho refused the publish to {topic}: {paho.error_string(info.rc)}",
+                "lower the in-flight window or wait for the connection",
+            )
+        if qos > 0:
+            # Every QoS 1 message paho holds gets a callback, so an entry in
+            # _early is never stale when its mid comes round again.
+            with self._lock:
+                early = self._early.pop(info.mid, None)
+                if early is None:
+                    self._waiting[info.mid] = on_ack or _ignore
+            if early is not None and on_ack is not None:
+                on_ack(early)
+        return info.mid
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._client.subscribe(topic, qos=qos)
+
+    # -- paho callbacks (network thread) ------------------------------------------
+
+    def _handle_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any) -> None:
+        code, name = _reason(rc)
+        if code >= 0x80:
+            self.last_error = f"broker {self.host}:{self.port} refused the connection: {name}"
+            return
+        if properties is not None and hasattr(properties, "ReceiveMaximum"):
+            # paho does not honour the broker's Receive Maximum; exceeding it gets us disconnected.
+            limit = int(properties.ReceiveMaximum)
+            if 0 < limit < client.max_inflight_messages:
+                client.max_inflight_messages_set(limit)
+        self.last_error = None
+        self._connected.set()
+        if self._on_connect_cb:
+            self._on_connect_cb(bool(getattr(flags, "session_present", False)))
+
+    def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.last_error = f"cannot reach the MQTT broker at {self.host}:{self.port}"
+
+    def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        code, name = _reason(rc)
+        if code != 0:
+            self.last_error = f"lost the connection to {self.host}:{self.port}: {name}"
+        if was and self._on_disconnect_cb:
+            self._on_disconnect_cb(name)
+
+    def _handle_publish(self, client: Any, userdata: Any, mid: int, rc: Any, properties: Any) -> None:
+        code, name = _reason(rc)
+        ack = Ack(mid, code, name)
+        with self._lock:
+            cb = self._waiting.pop(mid, None)
+            if cb is None:
+                self._early[mid] = ack
+        if cb is not None:
+            cb(ack)
+
+
+class MqttSubscriber:
+    """A consumer with a persistent session: a broker restart (with persistence)
+    keeps the subscription and the QoS 1 messages queued meanwhile.
+
+    ``on_message(payload, properties)`` runs on the network thread; paho sends the
+    PUBACK after it returns, so a crash inside it means redelivery, not loss.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic: str,
+        client_id: str,
+        on_message: Callable[[bytes, MessageProperties], None],
+        *,
+        qos: int = 1,
+        session_expiry: int = DEFAULT_SESSION_EXPIRY,
+    ) -> None:
+        self.topic, self.qos = topic, qos
+        self._on_message = on_message
+        self._subscribed = threading.Event()
+        self._link = MqttLink(host, port, client_id, session_expiry=session_expiry, on_connect=self._connected)
+        c = self._link.client
+        c.on_message = self._handle_message
+        c.on_subscribe = self._handle_subscribe
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Blocks until the subscription is in place, so nothing published after
+        start() returns can be missed."""
+        self._link.start()
+        if not self._subscribed.wait(timeout):
+            self._link.stop()
+            raise PublishError(
+                f"could not subscribe to {self.topic} on {self._link.host}:{self._link.port} "
+                f"within {timeout:.0f} s ({self._link.last_error or 'no answer'})",
+                "check that the broker runs and its ACL grants read on that topic",
+            )
+
+    def stop(self) -> None:
+        self._link.stop()
+
+    def _connected(self, session_present: bool) -> None:
+        if session_present:
+            self._subscribed.set()  # the broker kept our subscription
+        else:
+            self._link.subscribe(self.topic, self.qos)
+
+    def _handle_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, properties: Any) -> None:
+        codes = [_reason(rc) for rc in rcs]
+        bad = [name for code, name in codes if code >= 0x80]
+        if bad:
+            self._link.last_error = f"subscription to {self.topic} refused: {', '.join(bad)}"
+        else:
+            self._subscribed.set()
+
+    def _handle_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        props = msg.properties
+        ups = dict(getattr(props, "UserProperty", []) or []) if props is not None else {}
+        ctype = getattr(props, "ContentType", None) if props is not None else None
+        self._on_message(
+            bytes(msg.payload),
+            MessageProperties(msg.topic, msg.qos, bool(msg.retain), bool(msg.dup), ctype, ups),
+        )

@@ -1,0 +1,263 @@
+"""Durable outbox: every signed record lives here until the broker acknowledged it.
+
+A record counts as stored only once append() has returned, i.e. after a
+commit in WAL mode with synchronous=FULL (the WAL is fsynced on every commit).
+Each thread opens its own Outbox on the same file: sqlite connections must not
+cross threads, and WAL lets the publisher read while the station appends.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from station.errors import OutboxError
+
+ZERO_HASH = bytes(32)
+DEFAULT_MIN_FREE = 64 * 1024 * 1024
+_BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq          INTEGER PRIMARY KEY,
+    record_id    TEXT NOT NULL UNIQUE,
+    sha256       BLOB NOT NULL,
+    data         BLOB NOT NULL,
+    stored_at    REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS records_undelivered ON records(seq) WHERE delivered_at IS NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    seq: int
+    record_id: str
+    data: bytes  # the exact signed COSE_Sign1 bytes
+
+
+def check_free_space(path: Path, min_free_bytes: int = DEFAULT_MIN_FREE) -> int:
+    """Raise OutboxError when the filesystem holding ``path`` is (nearly) full.
+
+    Returns the free bytes. Checked before measuring: a stone must not be
+    weighed when its record cannot be stored."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    free = st.f_bavail * st.f_frsize
+    if free < min_free_bytes:
+        raise OutboxError(
+            f"only {free / 1e6:.1f} MB free on the disk holding {path} (need {min_free_bytes / 1e6:.0f} MB)",
+            "free disk space (old logs, exported records) before measuring again",
+        )
+    return free
+
+
+def _sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> OutboxError:
+    msg = str(exc)
+    low = msg.lower()
+    if "full" in low or getattr(exc, "sqlite_errorcode", None) == 13:
+        fix = f"free disk space on the disk holding {path.parent}; nothing of this batch was stored"
+    elif "readonly" in low or "read-only" in low:
+        fix = f"make {path} and its directory writable by the station user"
+    elif "not a database" in low or "malformed" in low:
+        fix = f"move {path} aside (keep it for inspection) and start again with an empty outbox"
+    elif "locked" in low or "busy" in low:
+        fix = "another process holds the outbox; run only one station per outbox file"
+    elif "unable to open" in low:
+        fix = f"make {path.parent} exist and be writable by the station user"
+    else:
+        fix = f"check {path} and the disk it is on"
+    return OutboxError(f"outbox {path}: {doing} failed: {msg}", fix)
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot create the outbox directory {self.path.parent}: {exc.strerror or exc}",
+                f"create {self.path.parent} and make it writable by the station user, or set another outbox path",
+            ) from exc
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            # WAL needs to create -wal and -shm files next to the database.
+            raise OutboxError(
+                f"the outbox directory {self.path.parent} is not writable",
+                f"make {self.path.parent} writable by the station user, or set another outbox path",
+            )
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a batch
+            # is exactly one transaction and a writer never dead-locks on upgrade.
+            self._db = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=True
+            )
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, "opening") from exc
+        try:
+            self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(
+                    f"outbox {self.path}: the filesystem does not support WAL (journal_mode={mode})",
+                    "put the outbox on a local disk (not a network share)",
+                )
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT seq, sha256 FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise _sqlite_error(exc, self.path, "opening") from exc
+        self._next_seq = int(row[0]) + 1 if row else 1
+        self._last_hash = bytes(row[1]) if row else ZERO_HASH
+
+    # -- writer side ---------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def last_hash(self) -> bytes:
+        return self._last_hash
+
+    def append(self, records: Sequence[StoredRecord]) -> None:
+        """Store a batch in ONE transaction (one fsync for the whole group)."""
+        if not records:
+            return
+        expected = self._next_seq
+        for i, rec in enumerate(records):
+            if rec.seq != expected + i:
+                raise OutboxError(
+                    f"record {rec.record_id} has seq {rec.seq}, the outbox expects {expected + i}",
+                    "build records from Outbox.next_seq and append them in order; "
+                    "only one writer may append to an outbox",
+                )
+        now = time.time()
+        rows = [(r.seq, r.record_id, hashlib.sha256(r.data).digest(), bytes(r.data), now) for r in records]
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO records(seq, record_id, sha256, data, stored_at) VALUES (?,?,?,?,?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            raise OutboxError(
+                f"outbox {self.path}: a record of this batch is already stored ({exc})",
+                "give every record a new record_id; another writer may be appending to this outbox",
+            ) from exc
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, f"storing records {records[0].seq}..{records[-1].seq}") from exc
+        self._next_seq = records[-1].seq + 1
+        self._last_hash = rows[-1][2]
+
+    # -- publisher side ------------------------------------------------------------
+
+    def pending(self, after_seq: int = 0, limit: int = 100) -> list[StoredRecord]:
+        try:
+            rows = self._db.execute(
+                "SELECT seq, record_id, data FROM records WHERE delivered_at IS NULL AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, "reading pending records") from exc
+        return [StoredRecord(int(s), str(r), bytes(d)) for s, r, d in rows]
+
+    def mark_delivered(self, seqs: Iterable[int]) -> None:
+        """One transaction for the whole batch of acks: per-ack commits would cost
+        an fsync each and throttle the publisher."""
+        now = time.time()
+        batch = [(now, s) for s in seqs]
+        if not batch:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", batch
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, "marking records delivered") from exc
+
+    def depth(self) -> int:
+        try:
+            return int(self._db.execute("SELECT count(*) FROM records WHERE delivered_at IS NULL").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, "counting pending records") from exc
+
+    # -- inspection ----------------------------------------------------------------
+
+    def records(self) -> Iterator[StoredRecord]:
+        # Paged, so exporting a year of records does not load them all at once.
+        last = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, record_id, data FROM records WHERE seq > ? ORDER BY seq LIMIT 500", (last,)
+            ).fetchall()
+            if not rows:
+                return
+            for s, r, d in rows:
+                yield StoredRecord(int(s), str(r), bytes(d))
+            last = int(rows[-1][0])
+
+    def export(self, directory: Path) -> int:
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            n = 0
+            for rec in self.records():
+                (directory / f"{rec.seq}.cose").write_bytes(rec.data)
+                n += 1
+        except OSError as exc:
+            fix = "free disk space" if exc.errno == errno.ENOSPC else f"make {directory} writable"
+            raise OutboxError(f"exporting records to {directory} failed: {exc.strerror or exc}", fix) from exc
+        return n
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, str(value)),
+            )
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, f"writing meta {key!r}") from exc
+
+    def pragma(self, name: str) -> str:
+        """Read back a PRAGMA (journal_mode, synchronous...), for checks and tests."""
+        return str(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+
+    def __enter__(self) -> "Outbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

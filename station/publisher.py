@@ -1,0 +1,322 @@
+"""Outbox -> broker. The outbox is the only source of truth: paho's RAM queue
+is lost with the process, so anything not acknowledged is re-read from disk.
+
+Threads: paho's network thread only records acks and connection changes under
+a lock; the pump thread owns the Outbox connection (sqlite connections must
+not cross threads), publishes, and turns acks into batched delivered-marks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+from station.errors import OutboxError, PublishError
+from station.mqtt import Ack, MqttLink, Will
+from station.outbox import Outbox
+
+CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
+_IDLE_POLL = 0.5  # also catches records appended without notify()
+_BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
+
+
+def records_topic(station_id: str) -> str:
+    return f"stations/{station_id}/records"
+
+
+def status_topic(station_id: str) -> str:
+    return f"stations/{station_id}/status"
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        outbox_path: Path,
+        station_id: str,
+        host: str,
+        port: int,
+        version: str,
+        client_id: str | None = None,
+        window: int = 20,
+        keepalive: int = 30,
+        on_event: Callable[[str], None] | None = None,
+        on_delivered: Callable[[Sequence[int]], None] | None = None,
+    ) -> None:
+        if not station_id or any(c in station_id for c in "+#/"):
+            raise PublishError(f"station id {station_id!r} cannot be used in a topic", "use letters, digits, - and _")
+        self.outbox_path = Path(outbox_path)
+        self.station_id = station_id
+        self.version = version
+        self.window = max(1, window)
+        self.records_topic = records_topic(station_id)
+        self.status_topic = status_topic(station_id)
+        self._on_event = on_event
+        self._on_delivered = on_delivered
+
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._draining = threading.Event()  # stop() called: publish nothing new
+        self._stopping = threading.Event()
+        # State shared with the network thread (guarded by _lock):
+        self._epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
+        self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
+        self._inflight: set[int] = set()
+        self._acked: list[int] = []
+        self._refused: list[tuple[int, Ack]] = []
+        self._error: str | None = None
+        # Pump-thread only:
+        self._cursor = 0  # highest seq published on this connection
+        self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
+        self._backoff = _BACKOFF_MIN
+
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._link = MqttLink(
+            host,
+            port,
+            client_id or f"station-{station_id}",
+            keepalive=keepalive,
+            will=Will(self.status_topic, json.dumps({"state": "offline"}).encode(), retain=True),
+            max_inflight=self.window,
+            on_connect=self._handle_connect,
+            on_disconnect=self._handle_disconnect,
+        )
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    @property
+    def last_error(self) -> str | None:
+        return self._error or self._link.last_error
+
+    def start(self) -> None:
+        """Returns once the outbox is open; a broker that is down is retried in the background."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"publisher-{self.station_id}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._start_error
+        self._link.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def wait_drained(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with Outbox(self.outbox_path) as ob:  # our own connection: we are on the caller's thread
+            while True:
+                if ob.depth() == 0:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let in-flight acks arrive (bounded), store the delivered-marks, then
+        disconnect so that the broker publishes the 'offline' will."""
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._draining.set()
+        while time.monotonic() < deadline and self._link.connected:
+            with self._lock:
+                if not self._inflight:
+                    break
+            time.sleep(0.01)
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(max(0.1, deadline - time.monotonic()))
+        self._thread = None
+        self._link.stop(send_will=True)
+
+    # -- network thread ------------------------------------------------------------
+
+    def _handle_connect(self, session_present: bool) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._inflight.clear()
+            self._fresh = True
+        self._emit(f"connected to {self._link.host}:{self._link.port}")
+        self._wake.set()
+
+    def _handle_disconnect(self, reason: str) -> None:
+        with self._lock:
+            self._inflight.clear()  # forgotten: the outbox is re-read after reconnecting
+        self._emit(f"disconnected from {self._link.host}:{self._link.port} ({reason})")
+        self._wake.set()
+
+    def _handle_ack(self, seq: int, epoch: int, ack: Ack) -> None:
+        with self._lock:
+            if epoch == self._epoch:
+                self._inflight.discard(seq)
+            if ack.ok:
+                self._acked.append(seq)
+            else:
+                self._refused.append((seq, ack))
+        self._wake.set()
+
+    # -- pump thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            ob = Outbox(self.outbox_path)
+        except BaseException as exc:  # reported by start()
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                self._wake.wait(self._sleep_time())
+                self._wake.clear()
+                stopping = self._stopping.is_set()
+                try:
+                    self._step(ob)
+                except OutboxError as exc:
+                    # A sick disk must not kill the publisher; records stay where they are.
+                    self._set_error(str(exc))
+                    time.sleep(1.0)
+                if stopping:
+                    return
+        finally:
+            ob.close()
+
+    def _sleep_time(self) -> float:
+        if self._rewind_at is not None:
+            return max(0.0, min(_IDLE_POLL, self._rewind_at - time.monotonic()))
+        return _IDLE_POLL
+
+    def _step(self, ob: Outbox) -> None:
+        with self._lock:
+            fresh, self._fresh = self._fresh, False
+            refused, self._refused = self._refused, []
+        if refused:
+            self._note_refusals(refused)
+        if fresh:
+            # Store marks first so that the re-send below skips what is already acked.
+            self._flush_acks(ob)
+            self._cursor = 0
+            self._publish_birth(ob)
+        if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
+            with self._lock:
+                idle = not self._inflight
+            if idle:  # wait for the window to empty, so the re-send keeps seq order
+                self._flush_acks(ob)
+                self._rewind_at = None
+                self._cursor = 0
+        if not self._draining.is_set():
+            self._fill(ob)
+        self._flush_acks(ob)
+
+    def _fill(self, ob: Outbox) -> None:
+        while self._rewind_at is None and self._link.connected:
+            with self._lock:
+                if self._fresh:
+                    return  # reconnected meanwhile; the next step re-sends from the start
+                room = self.window - len(self._inflight)
+                epoch = self._epoch
+            if room <= 0:
+                return
+            recs = ob.pending(after_seq=self._cursor, limit=room)
+            if not recs:
+                return
+            for rec in recs:
+                with self._lock:
+                    if self._epoch != epoch:
+                        return
+                    self._inflight.add(rec.seq)
+                self._link.publish(
+                    self.records_topic,
+                    rec.data,
+                    qos=1,
+                    content_type=CONTENT_TYPE,
+                    user_properties=[("seq", str(rec.seq))],
+                    on_ack=partial(self._handle_ack, rec.seq, epoch),
+                )
+                self._cursor = rec.seq
+
+    def _flush_acks(self, ob: Outbox) -> None:
+        with self._lock:
+            acked, self._acked = self._acked, []
+        if not acked:
+            return
+        try:
+            ob.mark_delivered(acked)
+        except OutboxError:
+            with self._lock:  # keep them; a later step retries the mark
+                self._acked[:0] = acked
+            raise
+        self._backoff = _BACKOFF_MIN
+        if self._error is not None and self._rewind_at is None:
+            self._error = None
+            self._emit("records are being delivered again")
+        if self._on_delivered is not None:
+            try:
+                self._on_delivered(acked)
+            except Exception:  # an observer must not stop delivery
+                pass
+
+    def _note_refusals(self, refused: list[tuple[int, Ack]]) -> None:
+        seq, ack = min(refused, key=lambda r: r[0])
+        if ack.reason_code == 0x87:
+            why = (
+                f"broker ACL denies {self.records_topic} (reason {ack.reason_code} {ack.reason}); "
+                f"fix: grant write to this station"
+            )
+        elif ack.reason_code == 0x97:
+            why = f"broker quota exceeded for {self.records_topic}; fix: raise the broker's quota"
+        elif ack.reason_code == 0x95:
+            why = "record larger than the broker accepts; fix: raise message_size_limit on the broker"
+        else:
+            why = f"broker refused record seq {seq} (reason {ack.reason_code} {ack.reason}); fix: see the broker log"
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        self._rewind_at = time.monotonic() + delay
+        self._set_error(f"{why}. {len(refused)} record(s) kept in the outbox, retry in {delay:.1f} s")
+
+    def _publish_birth(self, ob: Outbox) -> None:
+        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth()}
+        try:
+            self._link.publish(
+                self.status_topic,
+                json.dumps(birth, separators=(",", ":")).encode(),
+                qos=1,
+                retain=True,
+                content_type="application/json",
+                on_ack=self._birth_ack,
+            )
+        except PublishError as exc:
+            self._set_error(str(exc))
+
+    def _birth_ack(self, ack: Ack) -> None:
+        if not ack.ok:
+            self._set_error(
+                f"broker refused the status message on {self.status_topic} ({ack.reason_code} {ack.reason}); "
+                "fix: grant write on it to this station"
+            )
+
+    def _set_error(self, msg: str) -> None:
+        changed = msg != self._error
+        self._error = msg
+        if changed:
+            self._emit(msg)
+
+    def _emit(self, msg: str) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(msg)
+            except Exception:
+                pass

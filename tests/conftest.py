@@ -1,0 +1,31 @@
+"""Shared fixtures. Every broker is private: 127.0.0.1, a free port, files in
+tmp_path, stopped by its own PID. A missing mosquitto fails the tests: the
+publisher is only tested against a real broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from station.broker import Mosquitto
+
+
+@pytest.fixture
+def make_mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    started: list[Mosquitto] = []
+
+    def make(acl: str | None = None, name: str = "broker") -> Mosquitto:
+        broker = Mosquitto(tmp_path / f"{name}{len(started)}", acl=acl)
+        started.append(broker)
+        return broker.start()
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto(make_mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
+    return make_mosquitto()

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from station.errors import OutboxError
+from station.outbox import ZERO_HASH, Outbox, StoredRecord, check_free_space
+
+
+def recs(start: int, n: int, prefix: str = "r") -> list[StoredRecord]:
+    # Arbitrary bytes, including NULs and invalid UTF-8: the outbox must not care.
+    return [StoredRecord(s, f"{prefix}{s}", bytes([s % 256, 0, 255]) * (s % 7 + 1)) for s in range(start, start + n)]
+
+
+@pytest.fixture
+def ob(tmp_path: Path):
+    box = Outbox(tmp_path / "state" / "outbox.db")
+    yield box
+    box.close()
+
+
+def test_wal_and_synchronous_full_are_really_set(ob: Outbox) -> None:
+    assert ob.pragma("journal_mode") == "wal"
+    assert ob.pragma("synchronous") == "2"  # FULL
+    assert int(ob.pragma("busy_timeout")) >= 1000
+    # WAL is a property of the file, seen by any other connection too.
+    other = sqlite3.connect(ob.path)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other.close()
+
+
+def test_empty_outbox(ob: Outbox) -> None:
+    assert ob.next_seq == 1
+    assert ob.last_hash == ZERO_HASH
+    assert ob.depth() == 0
+    assert ob.pending() == []
+    assert list(ob.records()) == []
+
+
+def test_append_advances_seq_and_hash(ob: Outbox) -> None:
+    batch = recs(1, 5)
+    ob.append(batch)
+    assert ob.next_seq == 6
+    assert ob.last_hash == hashlib.sha256(batch[-1].data).digest()
+    assert ob.depth() == 5
+    assert list(ob.records()) == batch
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [StoredRecord(2, "a", b"x")],  # gap before the batch
+        [StoredRecord(1, "a", b"x"), StoredRecord(3, "b", b"y")],  # gap inside
+        [StoredRecord(1, "a", b"x"), StoredRecord(1, "b", b"y")],  # repeat
+    ],
+)
+def test_seq_continuity_is_enforced(ob: Outbox, bad: list[StoredRecord]) -> None:
+    with pytest.raises(OutboxError) as err:
+        ob.append(bad)
+    assert "expects" in err.value.what and err.value.fix
+    assert ob.depth() == 0 and ob.next_seq == 1
+
+
+def test_failed_batch_writes_nothing(ob: Outbox) -> None:
+    ob.append(recs(1, 2))
+    batch = [StoredRecord(3, "new3", b"a"), StoredRecord(4, "r1", b"dup id")]
+    with pytest.raises(OutboxError):
+        ob.append(batch)
+    assert [r.seq for r in ob.records()] == [1, 2]
+    assert ob.next_seq == 3
+    ob.append([StoredRecord(3, "new3", b"a")])  # the outbox is still usable
+    assert ob.next_seq == 4
+
+
+def test_disk_full_is_an_outbox_error_and_nothing_is_half_written(ob: Outbox) -> None:
+    ob.append(recs(1, 3))
+    hash_before = ob.last_hash
+    pages = int(ob.pragma("page_count"))
+    ob._db.execute(f"PRAGMA max_page_count={pages}")  # the database cannot grow: like a full disk
+    big = [StoredRecord(s, f"big{s}", bytes(20_000)) for s in range(4, 14)]
+    with pytest.raises(OutboxError) as err:
+        ob.append(big)
+    assert "disk" in err.value.fix
+    assert [r.seq for r in ob.records()] == [1, 2, 3]
+    assert ob.next_seq == 4 and ob.last_hash == hash_before
+
+
+def test_data_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    batch = recs(1, 10)
+    with Outbox(path) as a:
+        a.append(batch[:4])
+        a.append(batch[4:])
+        a.mark_delivered([1, 2])
+        a.set_meta("station_id", "st-01")
+    with Outbox(path) as b:
+        assert list(b.records()) == batch
+        assert b.next_seq == 11
+        assert b.last_hash == hashlib.sha256(batch[-1].data).digest()
+        assert [r.seq for r in b.pending()] == list(range(3, 11))
+        assert b.get_meta("station_id") == "st-01"
+        assert b.get_meta("missing") is None
+
+
+def test_pending_mark_delivered_depth(ob: Outbox) -> None:
+    ob.append(recs(1, 10))
+    assert [r.seq for r in ob.pending(limit=3)] == [1, 2, 3]
+    assert [r.seq for r in ob.pending(after_seq=7)] == [8, 9, 10]
+    ob.mark_delivered([2, 4, 4, 99])
+    assert ob.depth() == 8
+    assert [r.seq for r in ob.pending(limit=3)] == [1, 3, 5]
+    ob.mark_delivered(iter(range(1, 11)))
+    assert ob.depth() == 0 and ob.pending() == []
+    assert len(list(ob.records())) == 10  # delivered records are kept
+
+
+def test_meta_overwrite(ob: Outbox) -> None:
+    ob.set_meta("k", "1")
+    ob.set_meta("k", "2")
+    assert ob.get_meta("k") == "2"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.binary(min_size=0, max_size=2000), min_size=1, max_size=8))
+def test_export_writes_exact_bytes(tmp_path_factory: pytest.TempPathFactory, payloads: list[bytes]) -> None:
+    d = tmp_path_factory.mktemp("exp")
+    with Outbox(d / "outbox.db") as box:
+        box.append([StoredRecord(i + 1, f"id{i}", p) for i, p in enumerate(payloads)])
+        assert box.export(d / "out") == len(payloads)
+    for i, p in enumerate(payloads):
+        assert (d / "out" / f"{i + 1}.cose").read_bytes() == p
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_unwritable_directory_is_an_outbox_error(tmp_path: Path, where: str) -> None:
+    if where == "under-a-file":
+        (tmp_path / "plain").write_text("not a directory")
+        path = tmp_path / "plain" / "sub" / "outbox.db"
+    else:
+        path = Path("/proc/station-outbox/outbox.db")  # not writable, even for root
+    with pytest.raises(OutboxError) as err:
+        Outbox(path)
+    assert "writable" in err.value.fix
+
+
+def test_not_a_database_is_an_outbox_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is a text file, not sqlite " * 100)
+    with pytest.raises(OutboxError) as err:
+        Outbox(path)
+    assert "move" in err.value.fix
+
+
+def test_check_free_space(tmp_path: Path) -> None:
+    assert check_free_space(tmp_path / "not" / "yet" / "outbox.db", 0) > 0
+    with pytest.raises(OutboxError) as err:
+        check_free_space(tmp_path, 1 << 62)
+    assert "free disk space" in err.value.fix
+
+
+def test_writer_and_reader_threads_share_the_file(tmp_path: Path) -> None:
+    """The station appends on one thread while the publisher reads and marks on another."""
+    path = tmp_path / "outbox.db"
+    Outbox(path).close()
+    n, errors = 300, []
+
+    def writer() -> None:
+        try:
+            with Outbox(path) as w:
+                for start in range(1, n + 1, 10):
+                    w.append(recs(start, 10))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    delivered = 0
+    with Outbox(path) as r:
+        while delivered < n:
+            batch = r.pending(limit=25)
+            r.mark_delivered(x.seq for x in batch)
+            delivered += len(batch)
+            if not batch and not t.is_alive() and r.depth() == 0:
+                break
+        t.join()
+        assert not errors
+        assert delivered == n and r.depth() == 0

@@ -1,0 +1,107 @@
+import hashlib
+import json
+import os
+import stat
+
+import cbor2
+import pytest
+from cwt import COSE, COSEKey
+
+from station.cose import Signer, verify
+from station.errors import KeyFileError, RecordError
+from station.keys import init_key, kid_for, load_private_key, public_key_from_jwk
+from station.reading import DeviceIdentity, MassReading
+from station.record import RecordInput, build_payload
+
+
+@pytest.fixture
+def signer(tmp_path):
+    return Signer(init_key(tmp_path / "keys" / "k.key"))
+
+
+def _payload(seq=1, prev=bytes(32)):
+    reading = MassReading(
+        device="balance", driver="mtsics", identity=DeviceIdentity("XS205", "B1", ('< I4 A "B1"',)),
+        value_ug=99_800, stable=True, raw=("> S", "< S S      0.0998 g"), time="2026-11-28T13:00:00.000Z",
+    )
+    item = RecordInput(operator="op", lot="L1", readings=[reading], flags=["reweigh:0.50ct"])
+    return build_payload(item, record_id="r-1", station_id="S1", seq=seq, prev=prev, simulated=True,
+                         time="2026-11-28T13:00:01.000Z")
+
+
+def test_key_file_is_private_and_never_overwritten(tmp_path):
+    path = tmp_path / "keys" / "k.key"
+    init_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(KeyFileError, match="already exists"):
+        init_key(path)
+
+
+def test_group_readable_key_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "k.key"
+    init_key(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(KeyFileError) as exc:
+        load_private_key(path)
+    assert "0640" in str(exc.value) and f"chmod 600 {path}" in str(exc.value)
+
+
+def test_missing_and_garbage_keys(tmp_path):
+    with pytest.raises(KeyFileError, match="station keys init"):
+        load_private_key(tmp_path / "none.key")
+    bad = tmp_path / "bad.key"
+    bad.write_bytes(b"not a key")
+    os.chmod(bad, 0o600)
+    with pytest.raises(KeyFileError, match="not an unencrypted PEM"):
+        load_private_key(bad)
+
+
+def test_payload_is_deterministic_cbor():
+    data = _payload()
+    assert data == cbor2.dumps(cbor2.loads(data), canonical=True)
+    decoded = cbor2.loads(data)
+    assert decoded["readings"][0]["value"] == 99_800
+    assert decoded["readings"][0]["carat"] == "0.50" and decoded["readings"][0]["carat_raw"] == "0.499"
+    assert decoded["readings"][0]["raw"] == ["> S", "< S S      0.0998 g"]
+
+
+def test_sign_and_verify_round_trip(signer):
+    data = signer.sign(_payload())
+    tag = cbor2.loads(data)
+    assert tag.tag == 18
+    assert cbor2.loads(tag.value[0]) == {1: -8, 4: signer.kid.encode()}
+    v = verify(data, {signer.kid: signer.public_key})
+    assert cbor2.loads(v.payload)["seq"] == 1
+
+
+def test_independent_cose_library_verifies_our_record(signer):
+    data = signer.sign(_payload())
+    jwk = signer.jwk()
+    payload = COSE.new().decode(data, COSEKey.from_jwk(jwk))
+    assert cbor2.loads(payload)["station_id"] == "S1"
+
+
+def test_kid_is_the_rfc7638_thumbprint(signer):
+    jwk = signer.jwk()
+    assert jwk["kid"] == kid_for(public_key_from_jwk(jwk))
+    # Recompute as any consumer would, from the JWK's required members only.
+    canon = json.dumps({k: jwk[k] for k in ("crv", "kty", "x")}, separators=(",", ":"), sort_keys=True)
+    import base64
+
+    assert jwk["kid"] == base64.urlsafe_b64encode(hashlib.sha256(canon.encode()).digest()).rstrip(b"=").decode()
+
+
+def test_every_flipped_bit_is_rejected(signer):
+    data = signer.sign(_payload())
+    keys = {signer.kid: signer.public_key}
+    for i in range(0, len(data) * 8, 7):
+        damaged = bytearray(data)
+        damaged[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(RecordError):
+            verify(bytes(damaged), keys)
+
+
+def test_unknown_key_is_rejected(signer, tmp_path):
+    other = Signer(init_key(tmp_path / "other.key"))
+    with pytest.raises(RecordError, match="unknown key"):
+        verify(signer.sign(_payload()), {other.kid: other.public_key})
