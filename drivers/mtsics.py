@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Union
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
-from drivers.serial_link import FIX_RESYNC, SerialLink
+from drivers.serial_link import FIX_RESYNC, ReplyTimeout, SerialLink
 
 # Reply identifiers we accept. A word outside this set means we are out of
 # step with the balance (or reading noise), so it is a protocol error.
@@ -98,7 +98,13 @@ def parse_line(raw: bytes) -> Reply:
     if cmd not in KNOWN_COMMANDS:
         raise _bad(raw, f"unknown command word {cmd!r}")
 
-    if status in "SD" and rest:
+    if status in "AB" and rest:
+        if len(rest) >= 2 and rest[0] == rest[-1] == '"':
+            return InfoReply(cmd, rest[1:-1], text)
+        if status == "B":  # list replies such as ``I0 B 0 "I0"``
+            return InfoReply(cmd, rest, text)
+        # otherwise a weight acknowledged with A, e.g. ``TA A    100.00 g``
+    if status in "SDA" and rest:
         parts = rest.rsplit(" ", 1)
         if len(parts) != 2:
             raise _bad(raw, "weight reply without a unit")
@@ -107,13 +113,7 @@ def parse_line(raw: bytes) -> Reply:
             ug = to_micrograms(value, unit)
         except ValueError as e:
             raise _bad(raw, str(e)) from None
-        return WeightReply(cmd, status == "S", ug, unit, text)
-    if status in "AB" and rest:
-        if len(rest) >= 2 and rest[0] == rest[-1] == '"':
-            return InfoReply(cmd, rest[1:-1], text)
-        if status == "B":  # list replies such as ``I0 B 0 "I0"``
-            return InfoReply(cmd, rest, text)
-        raise _bad(raw, "text reply is not quoted")
+        return WeightReply(cmd, status != "D", ug, unit, text)
     if rest:
         raise _bad(raw, f"status {status!r} takes no value")
     if status in "SD" and cmd != "ZI":  # only ZI answers a bare S/D
@@ -153,11 +153,12 @@ _STATUS = {
           "remove the load; the stone is above capacity (or zero range exceeded)"),
     "-": ("reports underload",
           "zero the balance / put the pan back"),
-    "L": ("rejected a parameter (L)", "report this; the driver sent a bad parameter"),
+    "L": ("rejected a parameter", "report this; the driver sent a bad parameter"),
 }
 _RESYNC_ROUNDS = 2
 _RESYNC_LINES = 8
 _MAX_STRAY = 3
+_QUIET_S = 0.05  # a balance answers within ms; this long of silence means "nothing more"
 
 
 class MtSicsBalance:
@@ -237,6 +238,7 @@ class MtSicsBalance:
                     self._dirty = True
                     raise
                 if isinstance(reply, InfoReply) and reply.command == "I4":
+                    self._drain()
                     self._dirty = False
                     return reply.text
                 if isinstance(reply, ErrorReply):
@@ -247,6 +249,21 @@ class MtSicsBalance:
             FIX_RESYNC,
             transcript=self.link.transcript(),
         )
+
+    def _drain(self) -> None:
+        """Swallow lines still arriving after the reset reply.
+
+        The balance's power-up ``I4 A`` looks exactly like the answer to ``@``;
+        if it arrived first, the real answer is still on its way and would be
+        taken for the reply to the next command.
+        """
+        for _ in range(_RESYNC_LINES):
+            try:
+                self.link.read_line(_QUIET_S)
+            except ProtocolError:
+                continue
+            except ReplyTimeout:
+                return
 
     # -- commands ----------------------------------------------------------
 

@@ -15,6 +15,11 @@ import serial
 
 from drivers.errors import LinkError, ProtocolError
 
+
+class ReplyTimeout(LinkError):
+    """Nothing arrived in time; the port itself is still usable."""
+
+
 EOL = b"\r\n"
 # A real reply is < 100 bytes; a stream this long without CR LF is line noise
 # (usually a baud-rate mismatch) and must not grow memory forever.
@@ -115,11 +120,17 @@ class SerialLink:
     def close(self) -> None:
         ser, self._ser = self._ser, None
         self._buf.clear()
-        if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError):
-                pass  # closing a dead port must not mask the error that killed it
+        if ser is None:
+            return
+        # pyserial's socket:// close() skips close() when shutdown() fails on
+        # a peer that already hung up, leaking the socket; close it ourselves.
+        sock = getattr(ser, "_socket", None)
+        try:
+            ser.close()
+        except (serial.SerialException, OSError):
+            pass  # closing a dead port must not mask the error that killed it
+        if sock is not None:
+            sock.close()
 
     def __enter__(self) -> SerialLink:
         self.open()
@@ -193,7 +204,7 @@ class SerialLink:
                 FIX_RESYNC,
                 transcript=self.transcript(),
             )
-        raise LinkError(
+        raise ReplyTimeout(
             f"no reply from {self.url} within {limit:g} s",
             "check the cable, that the device is powered on, and that its baud rate "
             "and framing match the config",

@@ -11,8 +11,11 @@ from rich.table import Table
 from station.carat import format_carats, format_raw_carats
 from station.verify import Report
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: a message is one line in a pipe or the journal, whatever the width.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+# A pipe has no width; rich would assume 80 columns and squeeze the table.
+_table_out = out if out.is_terminal else Console(highlight=False, width=160)
 
 _STYLE = {"ok": "bold green", "info": "", "warn": "yellow", "fault": "bold red", "mqtt": "cyan"}
 
@@ -25,7 +28,7 @@ def say(level: str, message: str) -> None:
 
 
 def error_line(message: str) -> None:
-    err.print(f"[bold red]station: error:[/] {_escape(message)}", soft_wrap=True)
+    err.print(f"[bold red]station: error:[/] {_escape(message)}")
 
 
 def _escape(text: str) -> str:
@@ -60,7 +63,7 @@ def stones_table(report: Report, title: str = "Verified records") -> Table:
 
 
 def print_report(report: Report, title: str = "Verified records") -> None:
-    out.print(stones_table(report, title))
+    _table_out.print(stones_table(report, title))
     for station, first, last in report.gaps:
         out.print(f"[bold red]GAP[/] {station}: seq {first}" + (f"–{last}" if last != first else "") + " missing")
     for problem in report.problems:

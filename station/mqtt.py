@@ -68,6 +68,48 @@ def _reason(rc: Any) -> tuple[int, str]:
     return int(rc), str(rc)
 
 
+def _vbi(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(s: str) -> bytes:
+    b = s.encode("utf-8")
+    return len(b).to_bytes(2, "big") + b
+
+
+class _PublishProperties(Properties):
+    """PUBLISH properties packed once, by us.
+
+    paho's Properties scans its whole name table on every attribute set and on
+    every pack(), and rebuilds its tables in __init__: about 100 us per message,
+    a third of the publisher's CPU. paho only calls pack() (and str() when
+    logging) on PUBLISH properties, which is all this provides.
+    """
+
+    def __init__(self, content_type: str | None, user_properties: list[tuple[str, str]]) -> None:
+        buf = b""
+        if content_type is not None:
+            buf += b"\x03" + _utf8(content_type)  # 3 = Content Type
+        for k, v in user_properties:
+            buf += b"\x26" + _utf8(k) + _utf8(v)  # 38 = User Property
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "_packed", _vbi(len(buf)) + buf)
+        object.__setattr__(self, "_text", f"[ContentType: {content_type!r}, UserProperty: {user_properties!r}]")
+
+    def pack(self) -> bytes:
+        return self._packed  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        return self._text  # type: ignore[no-any-return]
+
+    __repr__ = __str__
+
+
 def _ignore(ack: Ack) -> None:
     pass
 
@@ -180,12 +222,7 @@ class MqttLink:
         While disconnected paho keeps the message in RAM only and sends it after
         reconnecting; callers that must not lose data keep their own durable copy.
         """
-        props = Properties(PacketTypes.PUBLISH)
-        if content_type:
-            props.ContentType = content_type
-        ups = list(user_properties)
-        if ups:
-            props.UserProperty = ups
+        props = _PublishProperties(content_type, list(user_properties))
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except ValueError as exc:

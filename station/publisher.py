@@ -22,6 +22,9 @@ from station.outbox import Outbox
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
 _IDLE_POLL = 0.5  # also catches records appended without notify()
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
+# Each delivered-mark commit costs an fsync; collect acks for up to this long
+# (or half a window) so that one commit covers many records.
+_MARK_DELAY = 0.05
 
 
 def records_topic(station_id: str) -> str:
@@ -67,6 +70,7 @@ class Publisher:
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
         self._inflight: set[int] = set()
         self._acked: list[int] = []
+        self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
         self._error: str | None = None
         # Pump-thread only:
@@ -163,6 +167,8 @@ class Publisher:
             if epoch == self._epoch:
                 self._inflight.discard(seq)
             if ack.ok:
+                if not self._acked:
+                    self._acked_since = time.monotonic()
                 self._acked.append(seq)
             else:
                 self._refused.append((seq, ack))
@@ -195,9 +201,13 @@ class Publisher:
             ob.close()
 
     def _sleep_time(self) -> float:
+        now, t = time.monotonic(), _IDLE_POLL
         if self._rewind_at is not None:
-            return max(0.0, min(_IDLE_POLL, self._rewind_at - time.monotonic()))
-        return _IDLE_POLL
+            t = min(t, self._rewind_at - now)
+        with self._lock:
+            if self._acked:
+                t = min(t, self._acked_since + _MARK_DELAY - now)
+        return max(0.0, t)
 
     def _step(self, ob: Outbox) -> None:
         with self._lock:
@@ -219,7 +229,7 @@ class Publisher:
                 self._cursor = 0
         if not self._draining.is_set():
             self._fill(ob)
-        self._flush_acks(ob)
+        self._flush_acks(ob, eager=False)
 
     def _fill(self, ob: Outbox) -> None:
         while self._rewind_at is None and self._link.connected:
@@ -248,8 +258,15 @@ class Publisher:
                 )
                 self._cursor = rec.seq
 
-    def _flush_acks(self, ob: Outbox) -> None:
+    def _flush_acks(self, ob: Outbox, eager: bool = True) -> None:
         with self._lock:
+            if not eager and not (
+                len(self._acked) >= self.window
+                or not self._inflight  # nothing more is coming soon: don't make it wait
+                or time.monotonic() - self._acked_since >= _MARK_DELAY
+                or self._stopping.is_set()
+            ):
+                return
             acked, self._acked = self._acked, []
         if not acked:
             return

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from station import __version__
+from station.carat import format_carats, format_raw_carats
 from station.chain import RecordWriter
 from station.config import Config
 from station.cose import Signer
@@ -140,7 +141,7 @@ class Station:
         r = m.readings[0]
         flags = f" — {', '.join(m.flags)}: weigh again on a second balance" if m.flags else ""
         self.cycle.start_awaiting_removal(
-            f"Recorded #{stored.seq}: {_carat(r.value_ug)} ct ({r.value_ug} µg){flags}. Remove the stone."
+            f"Recorded #{stored.seq}: {_carat(r.value_ug)}, {r.value_ug} µg{flags}. Remove the stone."
         )
 
     def _on_cycle_event(self, e: Event) -> None:
@@ -149,6 +150,4 @@ class Station:
 
 
 def _carat(value_ug: int) -> str:
-    from station.carat import format_carats, format_raw_carats
-
-    return f"{format_carats(value_ug)} ({format_raw_carats(value_ug)})"
+    return f"{format_carats(value_ug)} ct ({format_raw_carats(value_ug)} ct raw)"

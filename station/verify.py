@@ -79,8 +79,9 @@ def check_one(data: bytes, keys: Mapping[str, Ed25519PublicKey], source: str) ->
 class ChainChecker:
     """Collects records from any source, in any order, with duplicates."""
 
-    def __init__(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
+    def __init__(self, keys: Mapping[str, Ed25519PublicKey], first_seq: int = 1) -> None:
         self.keys = keys
+        self.first_seq = first_seq  # records before it are not expected (a consumer that joined late)
         self._by_key: dict[tuple[str, int], Checked] = {}
         self._bad: list[Checked] = []
         self._conflicts: list[str] = []
@@ -115,7 +116,10 @@ class ChainChecker:
                     gaps.append((station, previous.seq + 1, seq - 1))
                 elif prev != hashlib.sha256(previous.data).digest():
                     item.problems.append(f"hash chain broken: prev does not match record {previous.seq}")
-            elif seq == 1 and prev != ZERO_HASH:
-                item.problems.append("first record of the chain must have prev = 32 zero bytes")
+            else:
+                if seq > self.first_seq:
+                    gaps.append((station, self.first_seq, seq - 1))
+                if seq == 1 and prev != ZERO_HASH:
+                    item.problems.append("first record of the chain must have prev = 32 zero bytes")
             previous = item
         return Report(records=sorted(self._bad, key=lambda c: c.source) + good, gaps=gaps, problems=problems)

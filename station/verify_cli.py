@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", action="append", default=[], metavar="JWK",
                    help="trusted public key (JSON from `station keys public --jwk`); repeatable. "
                    "Default: the keys named in the config")
+    p.add_argument("--from-seq", type=int, default=1, metavar="N",
+                   help="records before seq N are not expected (default 1: the whole chain)")
     p.add_argument("--subscribe", action="store_true", help="read records from the broker instead of files")
     p.add_argument("--host", help="broker host (default: mqtt.host from the config)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port from the config)")
@@ -58,7 +60,7 @@ def _files(paths: list[str]) -> list[Path]:
 
 
 def run(args) -> int:
-    checker = ChainChecker(_trusted_keys(args))
+    checker = ChainChecker(_trusted_keys(args), first_seq=args.from_seq)
     if args.subscribe:
         complete = _subscribe(args, checker)
     else:

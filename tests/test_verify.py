@@ -68,3 +68,12 @@ def test_flipped_bit_makes_the_report_fail(signer):
     report = _check(signer, [recs[0], bytes(bad), recs[2]])
     assert not report.ok
     assert report.gaps == [("S1", 2, 2)]
+
+
+def test_missing_start_of_chain_is_a_gap_unless_joined_late(signer):
+    recs = _chain(signer, 3)
+    assert _check(signer, recs[1:]).gaps == [("S1", 1, 1)]
+    checker = ChainChecker({signer.kid: signer.public_key}, first_seq=2)
+    for data in recs[1:]:
+        checker.add(data, "x")
+    assert checker.report().ok

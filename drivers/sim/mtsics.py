@@ -71,10 +71,8 @@ class MtSicsSimulator:
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         now = time.monotonic()
-        self._mass_ug = 0
-        self._zero_ug = 0
+        self._mass_ug, self._zero_ug, self._noise_ug = 0, 0, noise_ug
         self._changed = now - settle_s  # powered up long ago: stable
-        self._noise_ug = noise_ug
         self._drift_rate, self._drift_acc, self._drift_t0 = drift_ug_per_s, 0.0, now
         self._next_fault: str | None = None
         self._mute_until = 0.0
@@ -387,39 +385,24 @@ class MtSicsSimulator:
             muted = time.monotonic() < self._mute_until
         if muted or not cmd:
             return
-        if cmd == "@":
-            self._send(f'I4 A "{self.serial}"')
-        elif cmd == "I2":
-            self._send(f'I2 A "{self.model}"')
-        elif cmd == "I4":
-            self._send(f'I4 A "{self.serial}"')
-        elif cmd in ("S", "SI"):
-            if cmd == "S" and not self._wait_stable():
-                return
-            self._send(self._weigh(cmd))
-        elif cmd == "Z":
-            self._send(self._zero())
-        else:
-            self._send("ES")
-
-    def _weigh(self, cmd: str) -> str:
+        if cmd in ("@", "I4"):
+            return self._send(f'I4 A "{self.serial}"')
+        if cmd == "I2":
+            return self._send(f'I2 A "{self.model}"')
+        if cmd not in ("S", "SI", "Z"):
+            return self._send("ES")
         out = self._range()
-        if out:
-            return f"S {out}"
+        settled = True if cmd == "SI" or out else self._wait_stable()
+        if settled is None:
+            return  # cancelled by the next command
+        if out or not settled:
+            return self._send(f"{cmd[0]} {out or 'I'}")
+        if cmd == "Z":
+            with self._lock:
+                self._zero_ug = self._gross(time.monotonic())
+            return self._send("Z A")
         value, stable = self.reading()
-        if cmd == "S" and not stable:
-            return "S I"
-        return weight_line("S", stable, value, self.readability_ug)
-
-    def _zero(self) -> str:
-        out = self._range()
-        if out:
-            return f"Z {out}"
-        if not self._wait_stable():
-            return "Z I"
-        with self._lock:
-            self._zero_ug = self._gross(time.monotonic())
-        return "Z A"
+        self._send(weight_line("S", stable, value, self.readability_ug))
 
     def _wait_stable(self) -> bool | None:
         """True once settled, False at the stability timeout, None if cancelled.
@@ -514,32 +497,18 @@ class SimControl:
             raise ConnectionError("simulator control connection closed")
         return json.loads(answer)
 
-    def place(self, ug: int) -> dict:
-        return self.send(f"place {ug}")
-
-    def remove(self) -> dict:
-        return self.send("remove")
-
-    def noise(self, ug: int) -> dict:
-        return self.send(f"noise {ug}")
-
-    def drift(self, ug_per_s: float) -> dict:
-        return self.send(f"drift {ug_per_s}")
+    # One line each: the control protocol is the documentation.
+    def place(self, ug: int) -> dict: return self.send(f"place {ug}")  # noqa: E704
+    def remove(self) -> dict: return self.send("remove")  # noqa: E704
+    def noise(self, ug: int) -> dict: return self.send(f"noise {ug}")  # noqa: E704
+    def drift(self, ug_per_s: float) -> dict: return self.send(f"drift {ug_per_s}")  # noqa: E704
+    def unplug(self) -> dict: return self.send("unplug")  # noqa: E704
+    def replug(self) -> dict: return self.send("replug")  # noqa: E704
+    def clear(self) -> dict: return self.send("clear")  # noqa: E704
+    def status(self) -> dict: return self.send("status")  # noqa: E704
 
     def fault(self, kind: str, seconds: float | None = None) -> dict:
         return self.send(f"fault {kind}" + ("" if seconds is None else f" {seconds}"))
-
-    def unplug(self) -> dict:
-        return self.send("unplug")
-
-    def replug(self) -> dict:
-        return self.send("replug")
-
-    def clear(self) -> dict:
-        return self.send("clear")
-
-    def status(self) -> dict:
-        return self.send("status")
 
     def close(self) -> None:
         self._file.close()

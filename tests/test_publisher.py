@@ -1,0 +1,260 @@
+"""Publisher against a real private mosquitto, checked by a real subscriber."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from station.broker import Mosquitto, free_port
+from station.mqtt import MessageProperties, MqttSubscriber
+from station.outbox import Outbox, StoredRecord
+from station.publisher import CONTENT_TYPE, Publisher
+
+STATION = "st-test"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def payload(seq: int) -> bytes:
+    return bytes([0xD2, 0x84, seq % 256, 0x00, 0xFF]) + os.urandom(3) + seq.to_bytes(4, "big")
+
+
+class Collector:
+    """Everything a topic delivered, with the seq user property."""
+
+    def __init__(self, broker: Mosquitto, topic: str, client_id: str) -> None:
+        self.msgs: list[tuple[bytes, MessageProperties]] = []
+        self._cond = threading.Condition()
+        self.sub = MqttSubscriber(broker.host, broker.port, topic, client_id, self._on_message)
+
+    def _on_message(self, data: bytes, props: MessageProperties) -> None:
+        with self._cond:
+            self.msgs.append((data, props))
+            self._cond.notify_all()
+
+    def wait(self, pred: Callable[[], bool], timeout: float = 15.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(pred, timeout)
+
+    def seqs(self) -> list[int]:
+        with self._cond:
+            return [int(p.user_properties["seq"]) for _, p in self.msgs]
+
+    def distinct(self) -> list[int]:
+        """First occurrence of each seq, in arrival order (duplicates are allowed, loss is not)."""
+        seen: dict[int, None] = {}
+        for s in self.seqs():
+            seen.setdefault(s, None)
+        return list(seen)
+
+    def statuses(self) -> list[dict]:
+        with self._cond:
+            return [json.loads(d) for d, _ in self.msgs]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def outbox_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "outbox.db"
+
+
+@pytest.fixture
+def writer(outbox_path: Path) -> Iterator[Outbox]:
+    box = Outbox(outbox_path)
+    yield box
+    box.close()
+
+
+def append(box: Outbox, n: int) -> dict[int, bytes]:
+    start = box.next_seq
+    batch = [StoredRecord(s, f"rec-{s}", payload(s)) for s in range(start, start + n)]
+    box.append(batch)
+    return {r.seq: r.data for r in batch}
+
+
+@pytest.fixture
+def make_publisher(outbox_path: Path) -> Iterator[Callable[..., Publisher]]:
+    made: list[Publisher] = []
+
+    def make(broker_port: int, **kw: object) -> Publisher:
+        kw.setdefault("window", 5)
+        pub = Publisher(
+            outbox_path=outbox_path, station_id=STATION, host="127.0.0.1", port=broker_port, version="9.9.9", **kw
+        )
+        made.append(pub)
+        pub.start()
+        return pub
+
+    yield make
+    for pub in made:
+        pub.stop(timeout=1)
+
+
+def test_records_arrive_in_order_and_are_marked_delivered(mosquitto, writer, make_publisher) -> None:
+    sink = Collector(mosquitto, f"stations/{STATION}/records", "sink-order")
+    sink.sub.start()
+    sent = append(writer, 30)
+    pub = make_publisher(mosquitto.port)
+    sent.update(append(writer, 20))
+    pub.notify()
+    assert pub.wait_drained(15)
+    assert sink.wait(lambda: len(sink.msgs) >= 50)
+    sink.sub.stop()
+    assert sink.seqs() == list(range(1, 51))
+    for data, props in sink.msgs:
+        seq = int(props.user_properties["seq"])
+        assert data == sent[seq]  # exact bytes
+        assert props.content_type == CONTENT_TYPE
+        assert props.qos == 1
+    assert writer.depth() == 0
+    assert pub.connected and pub.last_error is None
+
+
+def test_broker_restart_loses_nothing(mosquitto, writer, make_publisher) -> None:
+    sink = Collector(mosquitto, f"stations/{STATION}/records", "sink-restart")
+    sink.sub.start()
+    pub = make_publisher(mosquitto.port)
+    append(writer, 40)
+    pub.notify()
+    mosquitto.stop()  # while records are in flight
+    for _ in range(6):  # the station keeps measuring while the broker is down
+        append(writer, 10)
+        pub.notify()
+        time.sleep(0.05)
+    assert wait_until(lambda: not pub.connected, 5)
+    assert writer.depth() > 0
+    mosquitto.restart()
+    assert pub.wait_drained(20), pub.last_error
+    assert sink.wait(lambda: len(set(sink.seqs())) >= 100, 20)
+    sink.sub.stop()
+    assert sink.distinct() == list(range(1, 101))
+
+
+def test_broker_down_keeps_records_in_outbox(writer, make_publisher) -> None:
+    events: list[str] = []
+    pub = make_publisher(free_port(), on_event=events.append)  # nothing listens there
+    append(writer, 12)
+    pub.notify()
+    assert wait_until(lambda: bool(pub.last_error), 5)
+    time.sleep(0.5)
+    assert not pub.connected
+    assert writer.depth() == 12
+    assert pub.last_error and "cannot reach" in pub.last_error
+
+
+def test_outbox_not_ram_is_the_queue(mosquitto, writer, outbox_path) -> None:
+    """What one publisher could not deliver (broker down, its RAM queue gone with
+    it) is sent by the next one from the outbox, in seq order."""
+    down = Publisher(outbox_path=outbox_path, station_id=STATION, host="127.0.0.1", port=free_port(), version="1")
+    down.start()
+    append(writer, 25)
+    down.notify()
+    time.sleep(0.3)
+    down.stop(timeout=0.5)
+    assert writer.depth() == 25
+    sink = Collector(mosquitto, f"stations/{STATION}/records", "sink-handover")
+    sink.sub.start()
+    up = Publisher(outbox_path=outbox_path, station_id=STATION, host="127.0.0.1", port=mosquitto.port, version="1")
+    up.start()
+    try:
+        assert up.wait_drained(10)
+        assert sink.wait(lambda: len(sink.msgs) >= 25)
+    finally:
+        up.stop()
+        sink.sub.stop()
+    assert sink.seqs() == list(range(1, 26))
+
+
+def test_acl_denial_is_not_delivery(make_mosquitto, writer, make_publisher) -> None:
+    broker = make_mosquitto(acl="topic read stations/#\ntopic write stations/+/status\n")
+    events: list[str] = []
+    pub = make_publisher(broker.port, on_event=events.append)
+    append(writer, 8)
+    pub.notify()
+    wait_until(lambda: bool(pub.last_error and "ACL" in pub.last_error), 10)
+    assert pub.last_error and f"ACL denies stations/{STATION}/records" in pub.last_error
+    assert "grant write to this station" in pub.last_error
+    assert any("ACL" in e for e in events)
+    time.sleep(1.5)  # at least one retry has happened and been refused too
+    assert writer.depth() == 8
+    assert pub.connected
+
+
+def test_birth_on_every_connect_and_will_on_clean_stop(mosquitto, writer, make_publisher) -> None:
+    append(writer, 3)
+    pub = make_publisher(mosquitto.port)
+    assert pub.wait_drained(10)
+    # A late subscriber gets the retained birth.
+    late = Collector(mosquitto, f"stations/{STATION}/status", "status-1")
+    late.sub.start()
+    assert late.wait(lambda: len(late.msgs) >= 1)
+    first = late.statuses()[-1]
+    assert first["state"] == "online" and first["version"] == "9.9.9"
+    assert isinstance(first["outbox_depth"], int)
+    assert late.msgs[-1][1].retain
+    # Reconnect after a broker restart: a new birth, with the current depth.
+    mosquitto.stop()
+    append(writer, 4)
+    mosquitto.restart()
+    assert late.wait(lambda: sum(s["state"] == "online" for s in late.statuses()) >= 2)
+    assert late.statuses()[-1] == {"state": "online", "version": "9.9.9", "outbox_depth": 4}
+    assert pub.wait_drained(10)
+    pub.stop()
+    assert late.wait(lambda: late.statuses()[-1] == {"state": "offline"})
+    late.sub.stop()
+
+
+def test_last_will_when_the_station_dies(mosquitto, outbox_path) -> None:
+    """SIGKILL the publishing process: the broker must publish the retained will."""
+    code = (
+        "import sys, time\n"
+        "from station.publisher import Publisher\n"
+        f"p = Publisher(outbox_path=sys.argv[1], station_id={STATION!r}, host='127.0.0.1', "
+        "port=int(sys.argv[2]), version='1', keepalive=5)\n"
+        "p.start()\n"
+        "while not p.connected: time.sleep(0.01)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(outbox_path), str(mosquitto.port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        status = Collector(mosquitto, f"stations/{STATION}/status", "status-2")
+        status.sub.start()
+        assert status.wait(lambda: any(s["state"] == "online" for s in status.statuses()))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        assert status.wait(lambda: status.statuses()[-1] == {"state": "offline"}, 10)
+        status.sub.stop()
+        # And it is retained: a consumer arriving later sees the station as offline.
+        later = Collector(mosquitto, f"stations/{STATION}/status", "status-3")
+        later.sub.start()
+        assert later.wait(lambda: len(later.msgs) >= 1)
+        later.sub.stop()
+        assert later.statuses() == [{"state": "offline"}]
+        assert later.msgs[0][1].retain
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)

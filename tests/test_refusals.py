@@ -1,0 +1,89 @@
+"""Bad keys, bad state directories and a full disk: one line of cause and fix, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from stationproc import Proc, SimProcess, child_env, station, station_cmd, write_config
+
+
+@pytest.fixture
+def sim(tmp_path):
+    proc = SimProcess(tmp_path / "balance")
+    yield proc
+    proc.control.close()
+    proc.stop()
+
+
+def _one_line_error(res, *needles):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_key(tmp_path, sim, mosquitto):
+    cfg = write_config(tmp_path, sim.port, mosquitto.port)
+    _one_line_error(station("run", "--config", str(cfg), env=child_env()), "does not exist", "station keys init")
+
+
+def test_key_readable_by_others(tmp_path, sim, mosquitto):
+    cfg = write_config(tmp_path, sim.port, mosquitto.port)
+    station("keys", "init", "--config", str(cfg))
+    key = tmp_path / "keys" / "simulation.key"
+    os.chmod(key, 0o644)
+    _one_line_error(station("run", "--config", str(cfg), env=child_env()), "readable by group or others",
+                    f"chmod 600 {key}")
+    _one_line_error(station("keys", "public", "--config", str(cfg)), "chmod 600")
+
+
+def test_missing_config_from_environment(tmp_path):
+    res = station("run", env=child_env(STATION_CONFIG=str(tmp_path / "nope.toml")))
+    _one_line_error(res, "nope.toml", "does not exist")
+
+
+def test_unwritable_state_dir_refuses_to_start(tmp_path, sim, mosquitto):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    cfg = write_config(tmp_path, sim.port, mosquitto.port)
+    cfg.write_text(cfg.read_text().replace('state_dir = "state"', f'state_dir = "{blocker}/state"'))
+    station("keys", "init", "--config", str(cfg))
+    _one_line_error(station("run", "--config", str(cfg), env=child_env()), str(blocker))
+
+
+def test_full_disk_refuses_to_measure(tmp_path, sim, mosquitto):
+    # More free space than any disk has: the real statvfs check must refuse.
+    cfg = write_config(tmp_path, sim.port, mosquitto.port, station_extra="min_free_mb = 1000000000")
+    station("keys", "init", "--config", str(cfg))
+    _one_line_error(station("run", "--config", str(cfg), env=child_env()), "free")
+
+
+def test_operator_is_required(tmp_path, sim, mosquitto):
+    cfg = write_config(tmp_path, sim.port, mosquitto.port)
+    cfg.write_text(cfg.read_text().replace('operator = "op-test"\n', ""))
+    station("keys", "init", "--config", str(cfg))
+    _one_line_error(station("run", "--config", str(cfg), env=child_env()), "--operator")
+
+
+def test_systemd_ready_and_watchdog(tmp_path, sim, mosquitto):
+    cfg = write_config(tmp_path, sim.port, mosquitto.port)
+    station("keys", "init", "--config", str(cfg))
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    st = Proc(station_cmd("run", "--config", str(cfg)),
+              env=child_env(NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="200000"))
+    try:
+        got = []
+        while not ({"READY=1", "WATCHDOG=1"} <= set(got)):
+            got.extend(sock.recv(4096).decode().splitlines())
+        assert got.index("READY=1") < got.index("WATCHDOG=1")
+    finally:
+        st.stop()
+        sock.close()
