@@ -306,7 +306,7 @@ class MtSicsBalance:
                     reply = parse_line(line)
                 except ProtocolError as e:
                     raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-                raw.append(f"< {reply.raw}")
+                raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
                 # An unasked I4 A is the balance's power-up line (or a late
                 # answer to @); it is never the answer to another command.
                 if isinstance(reply, InfoReply) and reply.command == "I4" and cmd != "I4":

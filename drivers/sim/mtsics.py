@@ -24,6 +24,16 @@ from typing import Callable
 
 CAPACITY_UG = 220_000_000
 _STOP_WAIT_S = 5.0
+# control word -> (simulator method, argument types); "fault" and "status" are special
+_CONTROL = {
+    "place": ("place", (int,)),
+    "remove": ("remove", ()),
+    "noise": ("set_noise", (int,)),
+    "drift": ("set_drift", (float,)),
+    "unplug": ("unplug", ()),
+    "replug": ("replug", ()),
+    "clear": ("clear_faults", ()),
+}
 
 
 def round_to(value_ug: int, step_ug: int) -> int:
@@ -426,32 +436,19 @@ class MtSicsSimulator:
 
     def control(self, line: str) -> dict:
         """Run one control command (``place 99800``, ``fault timeout 2`` ...)."""
+        name, *args = line.split() or [""]
         try:
-            match line.split():
-                case ["place", ug]:
-                    self.place(int(ug))
-                case ["remove"]:
-                    self.remove()
-                case ["noise", ug]:
-                    self.set_noise(int(ug))
-                case ["drift", rate]:
-                    self.set_drift(float(rate))
-                case ["fault", ("garbage" | "partial") as kind]:
-                    self.inject(kind)
-                case ["fault", "timeout", seconds]:
-                    self.inject("timeout", float(seconds))
-                case ["unplug"]:
-                    self.unplug()
-                case ["replug"]:
-                    self.replug()
-                case ["clear"]:
-                    self.clear_faults()
-                case ["status"]:
-                    return {"ok": True, **self.status()}
-                case _:
-                    return {"ok": False, "error": f"unknown command {line.strip()!r}; try: "
-                            "place UG, remove, noise UG, drift UG_PER_S, fault garbage|partial, "
-                            "fault timeout S, unplug, replug, clear, status"}
+            if name == "status" and not args:
+                return {"ok": True, **self.status()}
+            if name == "fault" and len(args) == (2 if args[:1] == ["timeout"] else 1):
+                self.inject(args[0], *map(float, args[1:]))
+            elif name in _CONTROL and len(args) == len(_CONTROL[name][1]):
+                method, types = _CONTROL[name]
+                getattr(self, method)(*(t(a) for t, a in zip(types, args)))
+            else:
+                return {"ok": False, "error": f"cannot run {line.strip()!r}; commands: "
+                        "place UG, remove, noise UG, drift UG_PER_S, fault garbage|partial, "
+                        "fault timeout S, unplug, replug, clear, status"}
         except (ValueError, OSError, RuntimeError) as e:
             return {"ok": False, "error": str(e)}
         return {"ok": True}
@@ -497,15 +494,29 @@ class SimControl:
             raise ConnectionError("simulator control connection closed")
         return json.loads(answer)
 
-    # One line each: the control protocol is the documentation.
-    def place(self, ug: int) -> dict: return self.send(f"place {ug}")  # noqa: E704
-    def remove(self) -> dict: return self.send("remove")  # noqa: E704
-    def noise(self, ug: int) -> dict: return self.send(f"noise {ug}")  # noqa: E704
-    def drift(self, ug_per_s: float) -> dict: return self.send(f"drift {ug_per_s}")  # noqa: E704
-    def unplug(self) -> dict: return self.send("unplug")  # noqa: E704
-    def replug(self) -> dict: return self.send("replug")  # noqa: E704
-    def clear(self) -> dict: return self.send("clear")  # noqa: E704
-    def status(self) -> dict: return self.send("status")  # noqa: E704
+    def place(self, ug: int) -> dict:
+        return self.send(f"place {ug}")
+
+    def remove(self) -> dict:
+        return self.send("remove")
+
+    def noise(self, ug: int) -> dict:
+        return self.send(f"noise {ug}")
+
+    def drift(self, ug_per_s: float) -> dict:
+        return self.send(f"drift {ug_per_s}")
+
+    def unplug(self) -> dict:
+        return self.send("unplug")
+
+    def replug(self) -> dict:
+        return self.send("replug")
+
+    def clear(self) -> dict:
+        return self.send("clear")
+
+    def status(self) -> dict:
+        return self.send("status")
 
     def fault(self, kind: str, seconds: float | None = None) -> dict:
         return self.send(f"fault {kind}" + ("" if seconds is None else f" {seconds}"))
