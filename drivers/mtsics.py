@@ -140,7 +140,9 @@ class Weight:
     raw: tuple[str, ...]
 
 
-FIX_FRAMING = "check baud rate and framing (default 9600 8N1, no handshake) in the config and on the balance"
+FIX_FRAMING = (
+    "check baud rate and framing (default 9600 8N1, no handshake) in the config and on the balance"
+)
 _ERRORS = {
     "ES": "syntax error (ES): the balance did not recognise the command",
     "ET": "transmission error (ET): the balance received a corrupted command",

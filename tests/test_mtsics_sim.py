@@ -177,6 +177,28 @@ def test_missing_port_names_it(tmp_path):
     assert "devices.balance.port" in info.value.fix
 
 
+def test_open_error_hints():
+    import errno
+    import socket
+
+    import serial
+
+    link = SerialLink("/dev/ttyUSB7")
+    denied = link._open_error(serial.SerialException(errno.EACCES, "could not open port"))
+    assert "permission denied" in denied.what and "dialout" in denied.fix
+    gone = link._open_error(serial.SerialException(errno.ENOENT, "could not open port"))
+    assert "/dev/ttyUSB7 does not exist" in gone.what and "by-id" in gone.fix
+    # A real refused TCP connection: bind a port, release it, connect to it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LinkError, match=f"cannot connect to socket://127.0.0.1:{port}") as info:
+        SerialLink(f"socket://127.0.0.1:{port}").open()
+    assert "simulator is running" in info.value.fix
+    with pytest.raises(LinkError, match="cannot use port"):
+        SerialLink("bogus://x").open()
+
+
 def test_tcp_mode_via_socket_url():
     with MtSicsSimulator(tcp=("127.0.0.1", 0), settle_s=0.05, seed=2) as sim:
         assert sim.port.startswith("socket://127.0.0.1:")
@@ -206,7 +228,8 @@ def test_control_interface_in_process(sim, bal):
             bal.weigh_now()
         assert ctl.send("fault sideways")["ok"] is False
         assert ctl.send("place heavy")["ok"] is False
-        assert "unknown command" in ctl.send("explode")["error"]
+        assert "cannot run 'explode'" in ctl.send("explode")["error"]
+        assert ctl.send("fault")["ok"] is False
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:
