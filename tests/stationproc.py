@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from drivers.sim.mtsics import SimControl
+from drivers.sim.control import SimControl
 
 
 def station_cmd(*args: str) -> list[str]:

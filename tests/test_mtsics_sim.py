@@ -13,7 +13,8 @@ import pytest
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
 from drivers.mtsics import MtSicsBalance
 from drivers.serial_link import SerialLink
-from drivers.sim.mtsics import MtSicsSimulator, SimControl
+from drivers.sim.control import SimControl
+from drivers.sim.mtsics import MtSicsSimulator
 
 SIM_SERIAL = "SIM0000001"
 
@@ -155,7 +156,7 @@ def test_a_different_balance_on_the_same_port_is_refused(tmp_path):
     bal = make_balance(first.port)
     bal.connect()
     first.stop()
-    with make_sim(tmp_path, serial="OTHER00042") as second:
+    with make_sim(tmp_path, serial="OTHER00042"):
         with pytest.raises(LinkError) as info:
             bal.reconnect()
         assert not bal.link.is_open

@@ -8,32 +8,22 @@ lock or post actions to that thread.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import queue
 import random
 import select
 import socket
-import socketserver
 import threading
 import time
 import tty
 from decimal import Decimal
 from typing import Callable
 
+from drivers.sim import control
+
 CAPACITY_UG = 220_000_000
 _STOP_WAIT_S = 5.0
-# control word -> (simulator method, argument types); "fault" and "status" are special
-_CONTROL = {
-    "place": ("place", (int,)),
-    "remove": ("remove", ()),
-    "noise": ("set_noise", (int,)),
-    "drift": ("set_drift", (float,)),
-    "unplug": ("unplug", ()),
-    "replug": ("replug", ()),
-    "clear": ("clear_faults", ()),
-}
 
 
 def round_to(value_ug: int, step_ug: int) -> int:
@@ -98,7 +88,7 @@ class MtSicsSimulator:
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._control: socketserver.ThreadingTCPServer | None = None
+        self._control: control.ControlServer | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -432,101 +422,17 @@ class MtSicsSimulator:
             if self._stopping.is_set() or self._gen != gen or b"\n" in self._inbuf:
                 return None
 
-    # -- control interface -------------------------------------------------
+    # -- control interface (drivers/sim/control.py) -----------------------
 
     def control(self, line: str) -> dict:
         """Run one control command (``place 99800``, ``fault timeout 2`` ...)."""
-        name, *args = line.split() or [""]
-        try:
-            if name == "status" and not args:
-                return {"ok": True, **self.status()}
-            if name == "fault" and len(args) == (2 if args[:1] == ["timeout"] else 1):
-                self.inject(args[0], *map(float, args[1:]))
-            elif name in _CONTROL and len(args) == len(_CONTROL[name][1]):
-                method, types = _CONTROL[name]
-                getattr(self, method)(*(t(a) for t, a in zip(types, args)))
-            else:
-                return {"ok": False, "error": f"cannot run {line.strip()!r}; commands: "
-                        "place UG, remove, noise UG, drift UG_PER_S, fault garbage|partial, "
-                        "fault timeout S, unplug, replug, clear, status"}
-        except (ValueError, OSError, RuntimeError) as e:
-            return {"ok": False, "error": str(e)}
-        return {"ok": True}
+        return control.run_command(self, line)
 
     def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        sim = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                for raw in self.rfile:
-                    reply = sim.control(raw.decode("utf-8", "replace"))
-                    self.wfile.write(json.dumps(reply).encode() + b"\n")
-                    self.wfile.flush()
-
-        class Server(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self._control = Server((host, port), Handler)
-        threading.Thread(target=self._control.serve_forever, name="mtsics-ctl", daemon=True).start()
-        addr = self._control.server_address
-        return addr[0], addr[1]
+        self._control = control.ControlServer(self, host, port)
+        return self._control.address
 
     def stop_control(self) -> None:
         server, self._control = self._control, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-
-
-class SimControl:
-    """Client for the control interface: one JSON answer per command line."""
-
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._file = self._sock.makefile("rwb")
-
-    def send(self, line: str) -> dict:
-        self._file.write(line.strip().encode() + b"\n")
-        self._file.flush()
-        answer = self._file.readline()
-        if not answer:
-            raise ConnectionError("simulator control connection closed")
-        return json.loads(answer)
-
-    def place(self, ug: int) -> dict:
-        return self.send(f"place {ug}")
-
-    def remove(self) -> dict:
-        return self.send("remove")
-
-    def noise(self, ug: int) -> dict:
-        return self.send(f"noise {ug}")
-
-    def drift(self, ug_per_s: float) -> dict:
-        return self.send(f"drift {ug_per_s}")
-
-    def unplug(self) -> dict:
-        return self.send("unplug")
-
-    def replug(self) -> dict:
-        return self.send("replug")
-
-    def clear(self) -> dict:
-        return self.send("clear")
-
-    def status(self) -> dict:
-        return self.send("status")
-
-    def fault(self, kind: str, seconds: float | None = None) -> dict:
-        return self.send(f"fault {kind}" + ("" if seconds is None else f" {seconds}"))
-
-    def close(self) -> None:
-        self._file.close()
-        self._sock.close()
-
-    def __enter__(self) -> SimControl:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            server.stop()
