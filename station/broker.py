@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from station.errors import StationError
 
@@ -110,7 +111,7 @@ class Mosquitto:
         except OSError:
             return "(no log)"
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
+    def start(self, timeout: float = 10.0) -> Self:
         if self._proc is not None:
             return self
         binary = find_mosquitto()
@@ -184,7 +185,7 @@ class Mosquitto:
             self._own_tmp.cleanup()
             self._own_tmp = None
 
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

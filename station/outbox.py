@@ -13,9 +13,10 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Self
 
 from station.errors import OutboxError
 
@@ -182,14 +183,20 @@ class Outbox:
         """One transaction for the whole batch of acks: per-ack commits would cost
         an fsync each and throttle the publisher."""
         now = time.time()
-        batch = [(now, s) for s in seqs]
+        # Acks arrive mostly in seq order: one UPDATE per run of consecutive seqs.
+        batch: list[tuple[float, int, int]] = []
+        for s in sorted(set(seqs)):
+            if batch and batch[-1][2] == s - 1:
+                batch[-1] = (now, batch[-1][1], s)
+            else:
+                batch.append((now, s, s))
         if not batch:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", batch
+                    "UPDATE records SET delivered_at = ? WHERE seq BETWEEN ? AND ? AND delivered_at IS NULL", batch
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -256,7 +263,7 @@ class Outbox:
         except sqlite3.Error:
             pass
 
-    def __enter__(self) -> "Outbox":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

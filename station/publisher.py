@@ -9,21 +9,24 @@ not cross threads), publishes, and turns acks into batched delivered-marks.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
-from station.errors import OutboxError, PublishError
+from station.errors import OutboxError, PublishError, StationError
 from station.mqtt import Ack, MqttLink, Will
 from station.outbox import Outbox
 
+_log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
 _IDLE_POLL = 0.5  # also catches records appended without notify()
 _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # Each delivered-mark commit costs an fsync; collect acks for up to this long
-# (or half a window) so that one commit covers many records.
+# (or a full window) so that one commit covers many records; a lost mark only
+# means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
 
 
@@ -56,6 +59,7 @@ class Publisher:
         self.station_id = station_id
         self.version = version
         self.window = max(1, window)
+        self._refill_at = max(1, self.window // 4)
         self.records_topic = records_topic(station_id)
         self.status_topic = status_topic(station_id)
         self._on_event = on_event
@@ -77,6 +81,7 @@ class Publisher:
         self._cursor = 0  # highest seq published on this connection
         self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
         self._backoff = _BACKOFF_MIN
+        self._retry_delay = _BACKOFF_MIN
 
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -103,7 +108,8 @@ class Publisher:
         return self._error or self._link.last_error
 
     def start(self) -> None:
-        """Returns once the outbox is open; a broker that is down is retried in the background."""
+        """Returns once the outbox is open; a broker that is down is retried in the
+        background. A Publisher is started once; after stop() make a new one."""
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name=f"publisher-{self.station_id}", daemon=True)
@@ -167,19 +173,25 @@ class Publisher:
             if epoch == self._epoch:
                 self._inflight.discard(seq)
             if ack.ok:
+                # Wake the pump only when it has something worth doing: start the
+                # mark timer, refill a chunk of the window, or store a full batch.
+                wake = not self._acked or len(self._inflight) <= self.window - self._refill_at
                 if not self._acked:
                     self._acked_since = time.monotonic()
                 self._acked.append(seq)
+                wake = wake or len(self._acked) >= self.window
             else:
                 self._refused.append((seq, ack))
-        self._wake.set()
+                wake = True
+        if wake:
+            self._wake.set()
 
     # -- pump thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             ob = Outbox(self.outbox_path)
-        except BaseException as exc:  # reported by start()
+        except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
             self._start_error = exc
             self._ready.set()
             return
@@ -191,10 +203,11 @@ class Publisher:
                 stopping = self._stopping.is_set()
                 try:
                     self._step(ob)
-                except OutboxError as exc:
-                    # A sick disk must not kill the publisher; records stay where they are.
-                    self._set_error(str(exc))
-                    time.sleep(1.0)
+                except Exception as exc:  # noqa: BLE001
+                    # A sick disk or a paho surprise must not kill the publisher:
+                    # the records stay in the outbox and the next step retries.
+                    self._set_error(str(exc) if isinstance(exc, StationError) else f"publisher error: {exc!r}")
+                    self._stopping.wait(1.0)
                 if stopping:
                     return
         finally:
@@ -238,7 +251,8 @@ class Publisher:
                     return  # reconnected meanwhile; the next step re-sends from the start
                 room = self.window - len(self._inflight)
                 epoch = self._epoch
-            if room <= 0:
+            # Refill in chunks, not one slot per ack: each refill costs a query.
+            if room < self._refill_at and room < self.window:
                 return
             recs = ob.pending(after_seq=self._cursor, limit=room)
             if not recs:
@@ -248,14 +262,19 @@ class Publisher:
                     if self._epoch != epoch:
                         return
                     self._inflight.add(rec.seq)
-                self._link.publish(
-                    self.records_topic,
-                    rec.data,
-                    qos=1,
-                    content_type=CONTENT_TYPE,
-                    user_properties=[("seq", str(rec.seq))],
-                    on_ack=partial(self._handle_ack, rec.seq, epoch),
-                )
+                try:
+                    self._link.publish(
+                        self.records_topic,
+                        rec.data,
+                        qos=1,
+                        content_type=CONTENT_TYPE,
+                        user_properties=[("seq", str(rec.seq))],
+                        on_ack=partial(self._handle_ack, rec.seq, epoch),
+                    )
+                except PublishError:
+                    with self._lock:
+                        self._inflight.discard(rec.seq)
+                    raise
                 self._cursor = rec.seq
 
     def _flush_acks(self, ob: Outbox, eager: bool = True) -> None:
@@ -283,8 +302,8 @@ class Publisher:
         if self._on_delivered is not None:
             try:
                 self._on_delivered(acked)
-            except Exception:  # an observer must not stop delivery
-                pass
+            except Exception:  # noqa: BLE001 - an observer must not stop delivery
+                _log.exception("on_delivered callback failed")
 
     def _note_refusals(self, refused: list[tuple[int, Ack]]) -> None:
         seq, ack = min(refused, key=lambda r: r[0])
@@ -299,10 +318,11 @@ class Publisher:
             why = "record larger than the broker accepts; fix: raise message_size_limit on the broker"
         else:
             why = f"broker refused record seq {seq} (reason {ack.reason_code} {ack.reason}); fix: see the broker log"
-        delay = self._backoff
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-        self._rewind_at = time.monotonic() + delay
-        self._set_error(f"{why}. {len(refused)} record(s) kept in the outbox, retry in {delay:.1f} s")
+        if self._rewind_at is None:  # first refusal of this round: schedule one retry
+            self._retry_delay = self._backoff
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            self._rewind_at = time.monotonic() + self._retry_delay
+        self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
 
     def _publish_birth(self, ob: Outbox) -> None:
         birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth()}
@@ -335,5 +355,5 @@ class Publisher:
         if self._on_event is not None:
             try:
                 self._on_event(msg)
-            except Exception:
-                pass
+            except Exception:  # noqa: BLE001 - an observer must not stop delivery
+                _log.exception("on_event callback failed")

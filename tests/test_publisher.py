@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -194,6 +194,11 @@ def test_acl_denial_is_not_delivery(make_mosquitto, writer, make_publisher) -> N
     time.sleep(1.5)  # at least one retry has happened and been refused too
     assert writer.depth() == 8
     assert pub.connected
+    # Once the broker grants write, the kept records go out without any help.
+    broker.acl = "topic readwrite stations/#\n"
+    broker.restart()
+    assert pub.wait_drained(20), pub.last_error
+    assert wait_until(lambda: pub.last_error is None, 5), pub.last_error
 
 
 def test_birth_on_every_connect_and_will_on_clean_stop(mosquitto, writer, make_publisher) -> None:
