@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from station.broker import Mosquitto
+from stationproc import Proc, SimProcess
 
 
 @pytest.fixture
@@ -29,3 +30,20 @@ def make_mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 @pytest.fixture
 def mosquitto(make_mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
     return make_mosquitto()
+
+
+@pytest.fixture(autouse=True)
+def _stop_children() -> Iterator[None]:
+    """Every `station` subprocess a test started is stopped by its PID, pass or fail."""
+    yield
+    while Proc.live:
+        Proc.live.pop().stop()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimProcess]:
+    """`station sim scale` as a subprocess, with a by-id style symlink in tmp_path."""
+    proc = SimProcess(tmp_path / "balance")
+    yield proc
+    proc.control.close()
+    proc.stop()

@@ -25,7 +25,10 @@ def station(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
 class Proc:
     """A long-running child whose merged output is collected by a thread."""
 
+    live: list["Proc"] = []  # stopped by the conftest fixture even when a test fails
+
     def __init__(self, args: list[str], env: dict | None = None) -> None:
+        Proc.live.append(self)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
         self._cond = threading.Condition()

@@ -20,14 +20,6 @@ STONES = [99_800, 199_800, 123_400]
 
 
 @pytest.fixture
-def sim(tmp_path):
-    proc = SimProcess(tmp_path / "balance")
-    yield proc
-    proc.control.close()
-    proc.stop()
-
-
-@pytest.fixture
 def setup(tmp_path, sim, mosquitto):
     cfg = write_config(tmp_path, sim.port, mosquitto.port)
     assert station("keys", "init", "--config", str(cfg)).returncode == 0

@@ -5,17 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-import pytest
 
-from stationproc import Proc, SimProcess, child_env, station, station_cmd, write_config
-
-
-@pytest.fixture
-def sim(tmp_path):
-    proc = SimProcess(tmp_path / "balance")
-    yield proc
-    proc.control.close()
-    proc.stop()
+from stationproc import Proc, child_env, station, station_cmd, write_config
 
 
 def _one_line_error(res, *needles):
