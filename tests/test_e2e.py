@@ -177,3 +177,16 @@ def test_station_starts_without_its_balance_and_says_so(tmp_path, mosquitto):
     finally:
         st.stop()
     assert "Traceback" not in st.output
+
+
+def test_seq_is_monotonic_across_station_restarts(tmp_path, sim, mosquitto, setup):
+    cfg, jwk = setup
+    for n, mass in enumerate((105_000, 115_000), 1):
+        st = run_station(cfg, "--max-stones", "1")
+        st.wait_for(f"next record #{n},")
+        weigh(sim, st, mass, 1, last=True)
+        assert st.wait() == 0
+    out = tmp_path / "export"
+    station("records", "export", "--config", str(cfg), str(out))
+    payloads = independent_check([(out / f"{i}.cose").read_bytes() for i in (1, 2)], jwk)
+    assert [p["readings"][0]["value"] for p in payloads] == [105_000, 115_000]
