@@ -127,6 +127,22 @@ def cmd_sim(args) -> int:
     return sim_cli.run(args)
 
 
+def cmd_sim_control(args) -> int:
+    from drivers.sim.control import SimControl
+
+    host, _, port = args.address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StationError(f"{args.address!r} is not HOST:PORT", "give the control address `station sim scale` printed")
+    try:
+        with SimControl(host, int(port)) as ctl:
+            reply = ctl.send(" ".join(args.command))
+    except OSError as exc:
+        raise StationError(f"cannot reach the simulator's control port {args.address}: {exc}",
+                           "start it with `station sim scale` and use the control address it printed") from exc
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
+
+
 def cmd_demo(args) -> int:
     from station import demo
 
@@ -180,6 +196,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim)
+    s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
+    s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
+    s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
+                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status")
+    s.set_defaults(func=cmd_sim_control)
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
     s.add_argument("--stones", type=int, default=5, help="how many stones (default 5)")

@@ -141,8 +141,10 @@ class MqttLink:
         reconnect_delay: tuple[float, float] = (0.2, 10.0),
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        on_problem: Callable[[str], None] | None = None,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self._on_problem_cb = on_problem
         self.keepalive = keepalive
         self.session_expiry = session_expiry
         self._on_connect_cb = on_connect
@@ -252,7 +254,7 @@ class MqttLink:
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any) -> None:
         code, name = _reason(rc)
         if code >= 0x80:
-            self.last_error = f"broker {self.host}:{self.port} refused the connection: {name}"
+            self._problem(f"broker {self.host}:{self.port} refused the connection: {name}")
             return
         if properties is not None and hasattr(properties, "ReceiveMaximum"):
             # paho does not honour the broker's Receive Maximum; exceeding it gets us disconnected.
@@ -265,14 +267,22 @@ class MqttLink:
             self._on_connect_cb(bool(getattr(flags, "session_present", False)))
 
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
-        self.last_error = f"cannot reach the MQTT broker at {self.host}:{self.port}"
+        self._problem(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+
+    def _problem(self, message: str) -> None:
+        """Record a connection problem; tell the owner once per distinct problem,
+        not on every reconnect attempt."""
+        changed = message != self.last_error
+        self.last_error = message
+        if changed and self._on_problem_cb:
+            self._on_problem_cb(message)
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         code, name = _reason(rc)
         if code != 0:
-            self.last_error = f"lost the connection to {self.host}:{self.port}: {name}"
+            self._problem(f"lost the connection to {self.host}:{self.port}: {name}")
         if was and self._on_disconnect_cb:
             self._on_disconnect_cb(name)
 

@@ -95,6 +95,7 @@ class Publisher:
             max_inflight=self.window,
             on_connect=self._handle_connect,
             on_disconnect=self._handle_disconnect,
+            on_problem=self._handle_link_problem,
         )
 
     # -- public --------------------------------------------------------------------
@@ -167,6 +168,10 @@ class Publisher:
             self._inflight.clear()  # forgotten: the outbox is re-read after reconnecting
         self._emit(f"disconnected from {self._link.host}:{self._link.port} ({reason})")
         self._wake.set()
+
+    def _handle_link_problem(self, message: str) -> None:
+        self._emit(f"{message}; records are kept in the outbox and sent when it is back "
+                   "(check mqtt.host and mqtt.port, and the network)")
 
     def _handle_ack(self, seq: int, epoch: int, ack: Ack) -> None:
         with self._lock:

@@ -190,3 +190,12 @@ def test_seq_is_monotonic_across_station_restarts(tmp_path, sim, mosquitto, setu
     station("records", "export", "--config", str(cfg), str(out))
     payloads = independent_check([(out / f"{i}.cose").read_bytes() for i in (1, 2)], jwk)
     assert [p["readings"][0]["value"] for p in payloads] == [105_000, 115_000]
+
+
+def test_sim_control_from_the_command_line(sim):
+    host, port = sim.control._sock.getpeername()[:2]
+    res = station("sim", "control", f"{host}:{port}", "place", "99800")
+    assert res.returncode == 0 and json.loads(res.stdout) == {"ok": True}
+    assert sim.control.status()["mass_ug"] == 99_800
+    bad = station("sim", "control", f"{host}:{port}", "explode")
+    assert bad.returncode == 1 and "cannot run" in bad.stdout
