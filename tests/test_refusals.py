@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
+
+import pytest
 
 
 from stationproc import Proc, child_env, station, station_cmd, write_config
@@ -78,3 +82,40 @@ def test_systemd_ready_and_watchdog(tmp_path, sim, mosquitto):
     finally:
         st.stop()
         sock.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MiB filesystem we can fill up (tests run as root, as CI does)."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_disk_filling_up_stops_measuring_until_space_returns(tmp_path, sim, mosquitto, small_disk):
+    cfg = write_config(tmp_path, sim.port, mosquitto.port, station_extra="min_free_mb = 3")
+    cfg.write_text(cfg.read_text().replace('state_dir = "state"', f'state_dir = "{small_disk}/state"'))
+    station("keys", "init", "--config", str(cfg))
+    st = Proc(station_cmd("run", "--config", str(cfg), "--max-stones", "2"), env=child_env())
+    st.wait_for(r"Balance .* serial")
+    sim.control.place(111_000)
+    st.wait_for(r"Recorded #1")
+    sim.control.remove()
+    st.wait_for(r"Pan empty")
+
+    filler = small_disk / "filler"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler.write_bytes(bytes(free - 1024 * 1024))  # leave 1 MiB: below min_free_mb
+    st.wait_for(r"Refusing to measure: .*free")
+    sim.control.place(122_000)
+    time.sleep(1.5)
+    assert st.count(r"Stone detected") == 1 and st.count(r"Recorded #") == 1
+    sim.control.remove()
+
+    filler.unlink()
+    st.wait_for(r"measuring resumes")
+    sim.control.place(133_000)
+    st.wait_for(r"Recorded #2: .*133000 µg")
+    assert st.wait() == 0
