@@ -1,29 +1,24 @@
 """An MT-SICS balance on a pty (or TCP) with settling physics and fault switches.
 
-One service thread owns the transport: every read, write, unplug and replug
-happens on it, so closing a descriptor can never race a ``select`` on it.
-Other threads (tests, the control server) only change physics state under a
-lock or post actions to that thread.
+The transport is a :class:`~drivers.sim.port.SimPort`. Its one service thread
+owns every read, write, unplug and replug, so closing a descriptor can never
+race a ``select`` on it; commands are handled on that thread too. Other
+threads (tests, the control server) only change physics state under a lock
+or, for unplug/replug, post actions to that thread.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import queue
 import random
-import select
-import socket
 import threading
 import time
-import tty
 from decimal import Decimal
-from typing import Callable
 
 from drivers.sim import control
+from drivers.sim.port import SimPort
 
 CAPACITY_UG = 220_000_000
-_STOP_WAIT_S = 5.0
 
 
 def round_to(value_ug: int, step_ug: int) -> int:
@@ -67,7 +62,7 @@ class MtSicsSimulator:
         # How long S / Z wait for stability before answering "I", like the
         # balance's own stability timeout.
         self.stable_timeout_s = stable_timeout_s
-        self.link_path, self._tcp_addr = link_path, tcp
+        self.link_path = link_path
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         now = time.monotonic()
@@ -76,55 +71,27 @@ class MtSicsSimulator:
         self._drift_rate, self._drift_acc, self._drift_t0 = drift_ug_per_s, 0.0, now
         self._next_fault: str | None = None
         self._mute_until = 0.0
-        # transport, owned by the service thread once it runs
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._slave_path: str | None = None
-        self._listener: socket.socket | None = None
-        self._client: socket.socket | None = None
-        self._gen = 0  # bumped whenever the peer changes; aborts a waiting S
-        self._inbuf = bytearray()
-        self._actions: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._wake_r, self._wake_w = os.pipe()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wire = SimPort(self._handle, on_plug=self._power_up_line,
+                             link_path=link_path, tcp=tcp, name="mtsics-sim")
         self._control: control.ControlServer | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
     @property
     def port(self) -> str:
-        if self._tcp_addr is not None:
-            host, port = self._tcp_addr[:2]
-            return f"socket://{host}:{port}"
-        return self.link_path or self._slave_path or ""
+        return self._wire.path
 
     @property
     def plugged(self) -> bool:
-        return self._master is not None or self._listener is not None
+        return self._wire.plugged
 
     def start(self) -> MtSicsSimulator:
-        self._plug()
-        self._power_up_line()
-        self._thread = threading.Thread(target=self._run, name="mtsics-sim", daemon=True)
-        self._thread.start()
+        self._wire.start()
         return self
 
     def stop(self) -> None:
-        if self._stopping.is_set():
-            return
         self.stop_control()
-        self._stopping.set()
-        os.write(self._wake_w, b"x")
-        if self._thread is not None:
-            self._thread.join(_STOP_WAIT_S)
-            self._thread = None
-        self._unplug()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wire.stop()
 
     def __enter__(self) -> MtSicsSimulator:
         return self.start()
@@ -169,15 +136,10 @@ class MtSicsSimulator:
             self._next_fault, self._mute_until = None, 0.0
 
     def unplug(self) -> None:
-        self._call(self._unplug)
+        self._wire.unplug()
 
     def replug(self) -> None:
-        def power_cycle() -> None:
-            self._unplug()
-            self._plug()
-            self._power_up_line()
-
-        self._call(power_cycle)
+        self._wire.replug()
 
     def reading(self) -> tuple[int, bool]:
         """The display right now: (net µg rounded to readability, stable)."""
@@ -213,159 +175,10 @@ class MtSicsSimulator:
             return "-"
         return None
 
-    # -- transport (service thread) ---------------------------------------
-
-    def _call(self, fn: Callable[[], None]) -> None:
-        thread = self._thread
-        if thread is None or thread is threading.current_thread() or not thread.is_alive():
-            fn()
-            return
-        done, box = threading.Event(), []
-
-        def job() -> None:
-            try:
-                fn()
-            except BaseException as e:  # hand it to the caller's thread
-                box.append(e)
-            finally:
-                done.set()
-
-        self._actions.put(job)
-        os.write(self._wake_w, b"x")
-        if not done.wait(_STOP_WAIT_S):
-            raise RuntimeError("simulator thread did not respond")
-        if box:
-            raise box[0]
-
-    def _plug(self) -> None:
-        if self._tcp_addr is not None:
-            lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            lst.bind(self._tcp_addr)
-            lst.listen(1)
-            lst.setblocking(False)
-            self._tcp_addr = lst.getsockname()[:2]  # replug reuses the same port
-            self._listener = lst
-        else:
-            master, slave = os.openpty()
-            # Raw: no echo (our own replies would come back as commands) and
-            # CR LF pass through unchanged for clients that do not set termios.
-            tty.setraw(slave)
-            os.set_blocking(master, False)
-            # Holding the slave open keeps the master readable while clients
-            # come and go.
-            self._master, self._slave = master, slave
-            self._slave_path = os.ttyname(slave)
-            if self.link_path:
-                tmp = f"{self.link_path}.{os.getpid()}.tmp"
-                if os.path.lexists(tmp):
-                    os.unlink(tmp)
-                os.symlink(self._slave_path, tmp)
-                os.replace(tmp, self.link_path)  # atomic, like udev
-        self._gen += 1
-
-    def _unplug(self) -> None:
-        for sock in (self._client, self._listener):
-            if sock is not None:
-                sock.close()
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._client = self._listener = None
-        self._master = self._slave = None
-        if self.link_path and os.path.islink(self.link_path):
-            os.unlink(self.link_path)  # udev removes the by-id link on unplug
-        self._inbuf.clear()
-        self._gen += 1
+    # -- protocol (service thread) ------------------------------------------
 
     def _power_up_line(self) -> None:
-        self._write(f'I4 A "{self.serial}"\r\n'.encode())
-
-    def _write(self, data: bytes) -> None:
-        try:
-            if self._master is not None:
-                os.write(self._master, data)
-            elif self._client is not None:
-                self._client.sendall(data)
-        except BlockingIOError:
-            pass  # nobody reading and the buffer is full: a real UART drops it too
-        except OSError:
-            self._drop_client()
-
-    def _drop_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-            self._inbuf.clear()
-            self._gen += 1
-
-    def _pump(self, timeout: float) -> None:
-        """One select round: run posted actions, accept clients, read bytes."""
-        peer = self._master if self._master is not None else self._client
-        rlist: list = [self._wake_r] + [x for x in (peer, self._listener) if x is not None]
-        try:
-            ready, _, _ = select.select(rlist, [], [], timeout)
-        except (OSError, ValueError):
-            ready = []
-        if self._wake_r in ready:
-            os.read(self._wake_r, 4096)
-        while True:
-            try:
-                self._actions.get_nowait()()
-            except queue.Empty:
-                break
-        if self._listener is not None and self._listener in ready:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                conn = None
-            if conn is not None:
-                self._drop_client()  # one client at a time, newest wins
-                conn.setblocking(True)
-                conn.settimeout(2.0)
-                self._client = conn
-                self._gen += 1
-        if peer is None or peer not in ready:
-            return
-        try:
-            if isinstance(peer, int):
-                if peer != self._master:
-                    return  # unplugged by an action this round
-                data = os.read(peer, 4096)
-            else:
-                if peer is not self._client:
-                    return
-                data = peer.recv(4096)
-                if not data:
-                    self._drop_client()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            if peer is self._client:
-                self._drop_client()
-            return
-        self._inbuf += data
-
-    def _take_line(self) -> bytes | None:
-        idx = self._inbuf.find(b"\n")
-        if idx < 0:
-            if len(self._inbuf) > 1024:  # noise: a real balance would answer ES
-                self._inbuf.clear()
-            return None
-        line = bytes(self._inbuf[:idx]).rstrip(b"\r")
-        del self._inbuf[: idx + 1]
-        return line
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._pump(0.1)
-            while not self._stopping.is_set() and (line := self._take_line()) is not None:
-                self._handle(line)
-
-    # -- protocol ----------------------------------------------------------
+        self._wire.write(f'I4 A "{self.serial}"\r\n'.encode())
 
     def _send(self, text: str) -> None:
         data = f"{text}\r\n".encode("ascii")
@@ -377,7 +190,7 @@ class MtSicsSimulator:
             data = bytes(self._rng.randrange(0x80, 0x100) for _ in range(n)) + b"\r\n"
         elif fault == "partial":
             data = data[: max(1, len(text) // 2)]
-        self._write(data)
+        self._wire.write(data)
 
     def _handle(self, line: bytes) -> None:
         cmd = line.decode("ascii", "replace").strip()
@@ -411,15 +224,13 @@ class MtSicsSimulator:
         arrives; we do the same so a client's resync is answered at once.
         """
         deadline = time.monotonic() + self.stable_timeout_s
-        gen = self._gen
         while True:
             with self._lock:
                 if time.monotonic() - self._changed >= self.settle_s:
                     return True
             if time.monotonic() >= deadline:
                 return False
-            self._pump(0.02)
-            if self._stopping.is_set() or self._gen != gen or b"\n" in self._inbuf:
+            if not self._wire.idle(0.02):
                 return None
 
     # -- control interface (drivers/sim/control.py) -----------------------
