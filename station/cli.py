@@ -43,8 +43,9 @@ def cmd_config_check(args) -> int:
     try:
         cfg = config.load(path)
     except config.ConfigError as exc:
-        for file, what, fix in exc.problems or [(path, exc.what, exc.fix)]:
-            console.error_line(f"{what if str(what).startswith(str(file)) else f'{file}: {what}'}. Fix: {fix}")
+        # Every problem in the file, not just the first: a technician fixes them in one go.
+        for file, what, fix in exc.problems or [(None, exc.what, exc.fix)]:
+            console.error_line(f"{file}: {what}. Fix: {fix}" if file else f"{what}. Fix: {fix}")
         return 1
     mode = "SIMULATED balance" if cfg.simulated else "real balance"
     console.out.print(f"{path}: OK (station {cfg.station.id}, {mode} on {cfg.devices.balance.port}, "

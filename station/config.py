@@ -173,6 +173,8 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
         hint = f"did you mean '{close[0]}'?" if close else "remove it"
         return f"{key}: unknown key", f"{hint} (allowed here: {', '.join(allowed)})"
     if kind == "missing":
+        if loc[-1] in _allowed_keys(loc[:-1]) and _section_model(loc) is not None:
+            return f"{key}: required section is missing", f"add a [{key}] table (see config/station.example.toml)"
         return f"{key}: required key is missing", f"add `{loc[-1]} = ...` (see config/station.example.toml)"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
@@ -180,12 +182,17 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
     return f"{key}: {msg}{shown}", "correct the value; config/station.example.toml documents every key"
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
+def _section_model(loc: list[str]) -> type[BaseModel] | None:
+    """The schema of the table at ``loc``, or None when ``loc`` is not a table."""
     model: type[BaseModel] = Config
     for part in loc:
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None)
+        ann = getattr(model.model_fields.get(part), "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
+            return None
         model = ann
-    return [k for k in model.model_fields if k != "source"]
+    return model
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    model = _section_model(loc)
+    return [k for k in model.model_fields if k != "source"] if model else []

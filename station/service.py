@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from station import __version__
 from station.carat import format_carats, format_raw_carats
@@ -35,7 +36,7 @@ class Session:
     lot: str
 
 
-def outbox_path(cfg: Config):
+def outbox_path(cfg: Config) -> Path:
     return cfg.station.state_dir / OUTBOX_FILE
 
 

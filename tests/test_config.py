@@ -126,3 +126,14 @@ def test_cli_config_check_ok_and_errors(tmp_path):
     assert "devices.balance.simulat" in res.stderr and "did you mean 'simulate'" in res.stderr
     missing = _station("config", "check", "--config", str(tmp_path / "none.toml"))
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_missing_section_and_key_are_named(tmp_path):
+    raw = _raw()
+    del raw["devices"]
+    del raw["station"]["state_dir"]
+    with pytest.raises(ConfigError) as exc:
+        config.parse(raw, tmp_path / "s.toml")
+    found = {what: fix for _, what, fix in exc.value.problems}
+    assert "add a [devices] table" in found["devices: required section is missing"]
+    assert "add `state_dir = ...`" in found["station.state_dir: required key is missing"]
