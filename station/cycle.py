@@ -1,7 +1,8 @@
 """The measurement cycle: one stone from detection to a stable reading.
 
     IDLE ──load>detect──▶ SETTLING ──n stable SI agree──▶ (final S) ──▶ AWAIT_REMOVAL ──pan empty──▶ IDLE
-      any device error or timeout ──▶ FAULT (stone aborted) ──device recovered──▶ AWAIT_REMOVAL
+      balance refuses (overload, not stable, ...) ──▶ AWAIT_REMOVAL (stone aborted)
+      link or protocol error ──▶ FAULT (stone aborted) ──device recovered──▶ AWAIT_REMOVAL
 
 The cycle never records anything itself: it returns a Measurement and the
 caller seals it. A stone whose measurement went wrong is aborted, never returned.
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from drivers.errors import DeviceRefused
 from station.carat import format_carats, straddled_thresholds
 from station.config import CycleSection
 from station.errors import DeviceError, MeasurementAborted
@@ -58,9 +60,10 @@ class MeasurementCycle:
     on_event: Callable[[Event], None] = lambda e: None
     clock: Callable[[], float] = time.monotonic
     state: State = State.IDLE
-    fault: str | None = None
+    fault: str | None = None  # what is wrong with the balance (the cause, no transcript)
     _settle_started: float = 0.0
     _agreeing: list[int] = field(default_factory=list)
+    _refusal: str | None = None  # the balance's last refusal, told to the operator once
 
     def step(self) -> Measurement | None:
         """One poll of the balance. Returns a Measurement when a stone has settled."""
@@ -69,12 +72,21 @@ class MeasurementCycle:
                 self._recover()
                 return None
             reading = self.balance.weigh_now()
+            self._refusal = None
             if self.state is State.IDLE:
                 self._idle(reading)
             elif self.state is State.SETTLING:
                 return self._settling(reading)
             elif self.state is State.AWAIT_REMOVAL and reading.value_ug < self.cfg.removal_threshold_ug:
                 self._go(State.IDLE, "removed", "Pan empty. Place the next stone.")
+        except DeviceRefused as exc:
+            # The link is fine; the balance itself says no. No reconnect, just abort.
+            if exc.what != self._refusal:  # not str(): the transcript part changes every poll
+                self._refusal = exc.what
+                lost = " Nothing was recorded for this stone." if self.state is State.SETTLING else ""
+                self._go(State.AWAIT_REMOVAL, "aborted", f"{exc}.{lost}")
+            else:
+                self.state = State.AWAIT_REMOVAL
         except DeviceError as exc:
             self._abort_on_fault(exc)
         except MeasurementAborted as exc:
@@ -120,15 +132,15 @@ class MeasurementCycle:
 
     def _abort_on_fault(self, exc: DeviceError) -> None:
         lost = " The stone in progress was aborted; nothing was recorded." if self.state is State.SETTLING else ""
-        self.fault = str(exc)
+        self.fault = exc.what
         self._go(State.FAULT, "fault", f"Balance fault: {exc}.{lost}")
 
     def _recover(self) -> None:
         try:
             self.balance.recover()
         except DeviceError as exc:  # still unreachable: stay in FAULT, tell only what changed
-            if str(exc) != self.fault:
-                self.fault = str(exc)
+            if exc.what != self.fault:  # the cause, without the transcript that grows each try
+                self.fault = exc.what
                 self.on_event(Event("fault", f"Balance still unreachable: {exc}", self.state))
             return
         self.fault = None

@@ -108,7 +108,7 @@ class Station:
             self.say("info", f"Balance {ident.model} serial {ident.serial} on {self.cfg.devices.balance.port}.")
         except DeviceError as exc:
             # Not fatal: the cycle's fault state keeps retrying and tells the operator.
-            self.cycle.state, self.cycle.fault = State.FAULT, str(exc)
+            self.cycle.state, self.cycle.fault = State.FAULT, exc.what
             self.say("fault", f"Balance not reachable yet: {exc}")
 
     def _storage_ok(self) -> bool:

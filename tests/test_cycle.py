@@ -100,3 +100,17 @@ def test_unplug_is_a_fault_until_the_balance_returns(rig):
     sim.replug()
     _run_until(cycle, lambda r: cycle.state is State.AWAIT_REMOVAL)
     _run_until(cycle, lambda r: cycle.state is State.IDLE)
+
+
+def test_overload_aborts_once_without_reconnecting(rig):
+    sim, dev, events = rig
+    cycle = _cycle(dev, events)
+    sim.place(250_000_000)  # 250 g on a 220 g balance
+    _run_until(cycle, lambda r: any(e.kind == "aborted" for e in events))
+    for _ in range(10):
+        assert cycle.step() is None
+    aborted = [e for e in events if e.kind == "aborted"]
+    assert len(aborted) == 1 and "overload" in aborted[0].message
+    assert not any(e.kind in ("fault", "recovered") for e in events)
+    sim.remove()
+    _run_until(cycle, lambda r: cycle.state is State.IDLE)
