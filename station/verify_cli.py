@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="broker host (default: mqtt.host from the config)")
     p.add_argument("--port", type=int, help="broker port (default: mqtt.port from the config)")
     p.add_argument("--station", default="+", help="station ID to follow (default: all)")
+    p.add_argument("--client-id", metavar="ID",
+                   help="MQTT client id; the broker keeps this consumer's session (and the records "
+                   "published while it is away) under it. Default: station-verify-<station>-<host>")
     p.add_argument("--count", type=int, metavar="N", help="with --subscribe: stop after N distinct records")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="with --subscribe: give up after S seconds without reaching --count (default 60)")
@@ -92,7 +96,7 @@ def _subscribe(args, checker: ChainChecker) -> bool:
                 enough.set()
 
     sub = MqttSubscriber(host=host, port=port, topic=f"stations/{args.station}/records",
-                         client_id=f"station-verify-{args.station.replace('+', 'all')}", on_message=on_message)
+                         client_id=args.client_id or f"station-verify-{args.station.replace('+', 'all')}-{socket.gethostname()}", on_message=on_message)
     sub.start()
     console.say("info", f"Listening on {host}:{port} for stations/{args.station}/records ...")
     try:
