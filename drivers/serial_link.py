@@ -177,13 +177,8 @@ class SerialLink:
                 return line
             if len(self._buf) > MAX_LINE:
                 junk = bytes(self._buf[:64])
-                self._buf.clear()
-                self._history.append(format_line("<", junk) + " ... (no CR LF)")
-                raise ProtocolError(
-                    f"{self.url} sent more than {MAX_LINE} bytes without CR LF, "
-                    f"starting {junk!r}",
-                    FIX_RESYNC,
-                    transcript=self.transcript(),
+                raise self._unterminated(
+                    junk, " ... (no CR LF)", f"{self.url} sent more than {MAX_LINE} bytes without CR LF, starting {junk!r}"
                 )
             if time.monotonic() >= deadline:
                 return self._timed_out(limit)
@@ -196,13 +191,9 @@ class SerialLink:
     def _timed_out(self, limit: float) -> bytes:
         if self._buf:
             partial = bytes(self._buf)
-            self._buf.clear()
-            self._history.append(format_line("<", partial) + " (partial, no CR LF)")
-            raise ProtocolError(
-                f"a partial line arrived from {self.url}: {partial!r} without CR LF "
-                f"within {limit:g} s",
-                FIX_RESYNC,
-                transcript=self.transcript(),
+            raise self._unterminated(
+                partial, " (partial, no CR LF)",
+                f"a partial line arrived from {self.url}: {partial!r} without CR LF within {limit:g} s",
             )
         raise ReplyTimeout(
             f"no reply from {self.url} within {limit:g} s",
@@ -210,6 +201,13 @@ class SerialLink:
             "and framing match the config",
             transcript=self.transcript(),
         )
+
+    def _unterminated(self, shown: bytes, note: str, what: str) -> ProtocolError:
+        """Bytes that never became a line: drop them all, so the next read starts
+        clean, but keep them in the transcript for whoever debugs the link."""
+        self._buf.clear()
+        self._history.append(format_line("<", shown) + note)
+        return ProtocolError(what, FIX_RESYNC, transcript=self.transcript())
 
     def discard_input(self) -> None:
         self._buf.clear()

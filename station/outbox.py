@@ -147,15 +147,7 @@ class Outbox:
         now = time.time()
         rows = [(r.seq, r.record_id, hashlib.sha256(r.data).digest(), bytes(r.data), now) for r in records]
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO records(seq, record_id, sha256, data, stored_at) VALUES (?,?,?,?,?)", rows
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._write_batch("INSERT INTO records(seq, record_id, sha256, data, stored_at) VALUES (?,?,?,?,?)", rows)
         except sqlite3.IntegrityError as exc:
             raise OutboxError(
                 f"outbox {self.path}: a record of this batch is already stored ({exc})",
@@ -193,15 +185,9 @@ class Outbox:
         if not batch:
             return
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "UPDATE records SET delivered_at = ? WHERE seq BETWEEN ? AND ? AND delivered_at IS NULL", batch
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self._write_batch(
+                "UPDATE records SET delivered_at = ? WHERE seq BETWEEN ? AND ? AND delivered_at IS NULL", batch
+            )
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, "marking records delivered") from exc
 
@@ -238,6 +224,17 @@ class Outbox:
             fix = "free disk space" if exc.errno == errno.ENOSPC else f"make {directory} writable"
             raise OutboxError(f"exporting records to {directory} failed: {exc.strerror or exc}", fix) from exc
         return n
+
+    def _write_batch(self, sql: str, rows: Sequence[tuple]) -> None:
+        """All rows in one transaction, one fsync: the group commit. On any
+        failure nothing is written, so a batch is never half stored."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

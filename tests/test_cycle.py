@@ -28,6 +28,15 @@ def _cycle(dev, events, **cfg):
     return MeasurementCycle(dev, CycleSection(poll_interval_s=0.02, **cfg), on_event=events.append)
 
 
+def _settling(sim, dev, events, settle_s, mass=150_000):
+    """A cycle with a stone on the pan that is still settling."""
+    sim.settle_s = settle_s
+    cycle = _cycle(dev, events)
+    sim.place(mass)
+    _run_until(cycle, lambda r: cycle.state is State.SETTLING)
+    return cycle
+
+
 def _run_until(cycle, predicate, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,10 +73,7 @@ def test_dynamic_readings_are_never_recorded(rig):
 
 def test_stone_removed_while_settling(rig):
     sim, dev, events = rig
-    sim.settle_s = 60
-    cycle = _cycle(dev, events)
-    sim.place(150_000)
-    _run_until(cycle, lambda r: cycle.state is State.SETTLING)
+    cycle = _settling(sim, dev, events, settle_s=60)
     sim.remove()
     _run_until(cycle, lambda r: cycle.state is State.IDLE)
     assert events[-1].kind == "aborted"
@@ -75,10 +81,7 @@ def test_stone_removed_while_settling(rig):
 
 def test_garbage_aborts_the_stone_and_the_cycle_recovers(rig):
     sim, dev, events = rig
-    sim.settle_s = 1.0
-    cycle = _cycle(dev, events)
-    sim.place(150_000)
-    _run_until(cycle, lambda r: cycle.state is State.SETTLING)
+    cycle = _settling(sim, dev, events, settle_s=1.0)
     sim.inject("garbage")
     results = []
     _run_until(cycle, lambda r: results.append(r) or cycle.state is State.AWAIT_REMOVAL)

@@ -145,32 +145,23 @@ def test_refusals_are_typed_and_keep_the_link_in_step(connected, method, sent, r
     assert f"< {reply.decode()}" in err.transcript
 
 
-def test_garbage_resyncs_with_reset_then_next_command_works(connected):
-    steps = [(b"S\r\n", b"\x8f\xa0\xfe\x13garbage\r\n")] + RESYNC + [(b"S\r\n", b"S S      0.0998 g\r\n")]
+@pytest.mark.parametrize(
+    ("method", "cmd", "bad_reply", "expected"),
+    [
+        ("weigh_stable", b"S", b"\x8f\xa0\xfe\x13garbage\r\n", r"b'\x8f\xa0\xfe\x13garbage'"),
+        ("weigh_now", b"SI", b"S S     0.09", "partial line arrived"),  # no CR LF before the timeout
+        ("weigh_stable", b"S", b'I2 A "' + MODEL + b'"\r\n', "out of step"),
+    ],
+    ids=["garbage", "partial-line", "out-of-step"],
+)
+def test_bad_reply_is_a_protocol_error_then_reset_and_next_command_works(connected, method, cmd, bad_reply, expected):
+    steps = [(cmd + b"\r\n", bad_reply)] + RESYNC + [(cmd + b"\r\n", b"S S      0.0998 g\r\n")]
     with connected(steps) as bal:
         with pytest.raises(ProtocolError) as info:
-            bal.weigh_stable()
-        assert bal.weigh_stable().value_ug == 99_800
-    assert r"b'\x8f\xa0\xfe\x13garbage'" in info.value.what
-    assert "> S" in info.value.transcript
-
-
-def test_partial_line_is_a_protocol_error_then_resync(connected):
-    steps = [(b"SI\r\n", b"S S     0.09")] + RESYNC + [(b"SI\r\n", b"S S      0.0998 g\r\n")]
-    with connected(steps) as bal:
-        with pytest.raises(ProtocolError) as info:
-            bal.weigh_now()
-        assert bal.weigh_now().value_ug == 99_800
-    assert "partial line" in info.value.what
-    assert "b'S S     0.09'" in info.value.what
-
-
-def test_out_of_step_reply_resyncs(connected):
-    steps = [(b"S\r\n", b'I2 A "' + MODEL + b'"\r\n')] + RESYNC + [(b"Z\r\n", b"Z A\r\n")]
-    with connected(steps) as bal:
-        with pytest.raises(ProtocolError, match="out of step"):
-            bal.weigh_stable()
-        bal.zero()
+            getattr(bal, method)()
+        assert getattr(bal, method)().value_ug == 99_800
+    assert expected in info.value.what
+    assert f"> {cmd.decode()}" in info.value.transcript
 
 
 def test_timeout_is_a_link_error_and_next_command_resyncs_first(connected):
