@@ -1,6 +1,6 @@
 """Throughput and latency of the whole record pipeline against raw paho.
 
-One run, one private mosquitto (station.broker.Mosquitto):
+One run, one private mosquitto (station.app.broker.Mosquitto):
   1. pipeline: build payload -> deterministic CBOR -> Ed25519 COSE_Sign1 ->
      durable group commit (RecordWriter/Outbox) -> Publisher -> PUBACK ->
      batched delivered-mark; timed until all N records are marked delivered;
@@ -33,13 +33,13 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt import __version__ as PAHO_VERSION
 
-from station.broker import Mosquitto, find_mosquitto
-from station.chain import RecordWriter
-from station.cose import Signer
-from station.outbox import Outbox
-from station.publisher import Publisher
-from station.reading import DeviceIdentity, MassReading
-from station.record import RecordInput, utc_now
+from station.app.broker import Mosquitto, find_mosquitto
+from station.records.chain import RecordWriter
+from station.records.cose import Signer
+from station.delivery.outbox import Outbox
+from station.delivery.publisher import Publisher
+from station.instruments.reading import DeviceIdentity, MassReading
+from station.records.payload import RecordInput, utc_now
 
 TARGET_RATIO = 0.25
 

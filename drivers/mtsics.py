@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Union
 
-from drivers.errors import DeviceRefused, LinkError, ProtocolError
-from drivers.serial_link import FIX_RESYNC, ReplyTimeout, SerialLink
+from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.kinds import Identity, Weight
+from drivers.serial_link import SerialLink
 
 # Reply identifiers we accept. A word outside this set means we are out of
 # step with the balance (or reading noise), so it is a protocol error.
@@ -23,6 +24,10 @@ KNOWN_COMMANDS = frozenset(
     "S SI SIR SU SNR Z ZI T TI TA TAC I0 I1 I2 I3 I4 I5 D DW M21".split()
 )
 UNIT_UG = {"mg": 1_000, "g": 1_000_000, "kg": 1_000_000_000, "ct": 200_000}
+FIX_RESYNC = "the driver resynchronises with @; if it repeats, check baud rate and framing"
+# A weighing unit the balance can be set to but we do not convert (oz, ozt,
+# dwt, GN, lb, tl, mom...): a setting to change, not line noise.
+_FOREIGN_UNIT = re.compile(r"[A-Za-z][A-Za-z/.]{0,5}")
 _MAX_VALUE_CHARS = 20  # keeps Decimal arithmetic exact within the context below
 
 _LINE = re.compile(r"(?P<cmd>[A-Z][A-Z0-9]*) +(?P<status>[SDABIL+-])(?: +(?P<rest>.*))?")
@@ -53,12 +58,21 @@ class InfoReply:
 
 
 @dataclass(frozen=True)
+class ForeignUnitReply:
+    """A well-formed weight in a unit we do not convert (the balance's unit setting)."""
+
+    command: str
+    unit: str
+    raw: str
+
+
+@dataclass(frozen=True)
 class ErrorReply:
     code: str
     raw: str
 
 
-Reply = Union[WeightReply, StatusReply, InfoReply, ErrorReply]
+Reply = Union[WeightReply, StatusReply, InfoReply, ErrorReply, ForeignUnitReply]
 
 
 def _bad(raw: bytes, why: str) -> ProtocolError:
@@ -109,6 +123,8 @@ def parse_line(raw: bytes) -> Reply:
         if len(parts) != 2:
             raise _bad(raw, "weight reply without a unit")
         value, unit = parts[0].strip(" "), parts[1]
+        if unit not in UNIT_UG and _FOREIGN_UNIT.fullmatch(unit) and _VALUE.fullmatch(value):
+            return ForeignUnitReply(cmd, unit, text)
         try:
             ug = to_micrograms(value, unit)
         except ValueError as e:
@@ -123,21 +139,6 @@ def parse_line(raw: bytes) -> Reply:
 
 # ---------------------------------------------------------------------------
 # Driver
-
-
-@dataclass(frozen=True)
-class Identity:
-    model: str
-    serial: str
-    raw: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Weight:
-    value_ug: int
-    stable: bool
-    unit: str
-    raw: tuple[str, ...]
 
 
 FIX_FRAMING = (
@@ -169,11 +170,13 @@ class MtSicsBalance:
         link: SerialLink,
         *,
         expected_serial: str | None = None,
+        serial_setting: str = "the expected serial number in the config",
         reply_timeout: float = 2.0,
         stable_timeout: float = 10.0,
     ) -> None:
         self.link = link
         self.expected_serial = expected_serial
+        self.serial_setting = serial_setting
         self.reply_timeout = reply_timeout
         self.stable_timeout = stable_timeout
         self.identity: Identity | None = None
@@ -192,7 +195,7 @@ class MtSicsBalance:
                 raise LinkError(
                     f"a different balance (serial {ident.serial}) answers on {self.link.url}; "
                     f"expected {want}",
-                    "plug the right balance in, or update devices.balance.serial in the config",
+                    f"plug the right balance in, or update {self.serial_setting}",
                     transcript=self.link.transcript(),
                 )
         except BaseException:
@@ -201,6 +204,12 @@ class MtSicsBalance:
         if self.identity is None:
             self.identity = ident
         return ident
+
+    def identify(self) -> Identity:
+        return self.connect()
+
+    def recover(self) -> Identity:
+        return self.reconnect()
 
     def reconnect(self) -> Identity:
         """Reopen the same URL and prove it is the same balance as before."""
@@ -282,8 +291,21 @@ class MtSicsBalance:
             return
         self._reject("Z", reply, raw, expected="Z A")
 
+    def tare(self) -> None:
+        # T waits for stability and answers with the tare weight.
+        reply, raw = self._exchange("T", self.stable_timeout)
+        if isinstance(reply, WeightReply) and reply.command == "T":
+            return
+        self._reject("T", reply, raw, expected="T S <value> <unit>")
+
     def _weigh(self, cmd: str, timeout: float) -> Weight:
         reply, raw = self._exchange(cmd, timeout)
+        if isinstance(reply, ForeignUnitReply):
+            raise DeviceRefused(
+                f"the balance is set to {reply.unit}; set it to g or ct",
+                "change the weighing unit in the balance's menu (or send M21 0 0), then weigh again",
+                self.link.transcript(),
+            )
         if isinstance(reply, WeightReply) and reply.command in ("S", cmd):
             if cmd == "S" and not reply.stable:
                 self._out_of_step(reply, raw, "a dynamic reading in answer to S")

@@ -13,11 +13,9 @@ from collections import deque
 
 import serial
 
-from drivers.errors import LinkError, ProtocolError
+from drivers.errors import LinkError, ProtocolError, ReplyTimeout
 
-
-class ReplyTimeout(LinkError):
-    """Nothing arrived in time; the port itself is still usable."""
+__all__ = ["SerialLink", "ReplyTimeout", "format_line", "FIX_LOST"]
 
 
 EOL = b"\r\n"
@@ -28,7 +26,7 @@ MAX_LINE = 4096
 # without re-applying termios settings on every call (setting .timeout does).
 _POLL_S = 0.05
 
-FIX_RESYNC = "the driver resynchronises with @; if it repeats, check baud rate/framing"
+FIX_RESYNC = "the driver resynchronises; if it repeats, check baud rate and framing"
 FIX_LOST = "check the cable; the station reconnects automatically"
 
 
@@ -53,8 +51,12 @@ class SerialLink:
         xonxoff: bool = False,
         timeout: float = 1.0,
         history: int = 20,
+        setting: str = "the port in the config",
     ) -> None:
         self.url = url
+        # Where the user sets this port (e.g. "devices.scale.port"): the driver
+        # knows the config, the transport does not.
+        self.setting = setting
         self.timeout = timeout
         self._settings = dict(
             baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits, xonxoff=xonxoff
@@ -81,8 +83,8 @@ class SerialLink:
         except (ValueError, serial.SerialException) as e:
             raise LinkError(
                 f"cannot use port {self.url!r}: {e}",
-                "set devices.balance.port to a device path (/dev/serial/by-id/...) "
-                "or socket://host:port in the config",
+                f"set {self.setting} to a device path (/dev/serial/by-id/...) "
+                "or socket://host:port",
                 transcript=self.transcript(),
             ) from e
         try:
@@ -98,7 +100,7 @@ class SerialLink:
             what = f"serial port {self.url} does not exist"
             fix = (
                 "check the cable and `ls /dev/serial/by-id/`; "
-                "set devices.balance.port in the config"
+                f"set {self.setting}"
             )
         elif code in (errno.EACCES, errno.EPERM):
             what = f"permission denied opening {self.url}"
@@ -113,7 +115,7 @@ class SerialLink:
             what = f"cannot open serial port {self.url}: {e}"
             fix = (
                 "check the cable and `ls /dev/serial/by-id/`; "
-                "set devices.balance.port in the config"
+                f"set {self.setting}"
             )
         return LinkError(what, fix, transcript=self.transcript())
 

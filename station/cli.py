@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from station import __version__, config, console
+from station import __version__, config
+from station.app import console
 from station.errors import StationError
 
 
@@ -56,7 +57,7 @@ def cmd_config_check(args) -> int:
 # --- keys -------------------------------------------------------------------
 
 def cmd_keys_init(args) -> int:
-    from station.keys import init_key, kid_for
+    from station.records.keys import init_key, kid_for
 
     cfg = _config(args)
     path = cfg.signing_key_file
@@ -67,8 +68,8 @@ def cmd_keys_init(args) -> int:
 
 
 def cmd_keys_public(args) -> int:
-    from station.cose import Signer
-    from station.keys import load_private_key
+    from station.records.cose import Signer
+    from station.records.keys import load_private_key
 
     cfg = _config(args)
     signer = Signer(load_private_key(cfg.signing_key_file))
@@ -79,7 +80,7 @@ def cmd_keys_public(args) -> int:
 # --- run --------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from station.service import Session, Station
+    from station.app.service import Session, Station
 
     cfg = _config(args)
     operator = args.operator or cfg.session.operator
@@ -95,8 +96,8 @@ def cmd_run(args) -> int:
 # --- records ----------------------------------------------------------------
 
 def cmd_records_export(args) -> int:
-    from station.outbox import Outbox
-    from station.service import outbox_path
+    from station.delivery.outbox import Outbox
+    from station.app.service import outbox_path
 
     cfg = _config(args)
     path = outbox_path(cfg)
@@ -115,7 +116,7 @@ def cmd_records_export(args) -> int:
 # --- verify -----------------------------------------------------------------
 
 def cmd_verify(args) -> int:
-    from station import verify_cli
+    from station.central import verify_cli
 
     return verify_cli.run(args)
 
@@ -145,7 +146,7 @@ def cmd_sim_control(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from station import demo
+    from station.app import demo
 
     return demo.run(stones=args.stones, keep=Path(args.keep) if args.keep else None)
 
@@ -186,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_records_export)
 
     s = sub.add_parser("verify", parents=[common], help="verify records: signatures, chain, gaps")
-    from station import verify_cli
+    from station.central import verify_cli
 
     verify_cli.add_arguments(s)
     s.set_defaults(func=cmd_verify)

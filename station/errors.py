@@ -36,21 +36,28 @@ class KeyFileError(StationError):
 
 
 class DeviceError(StationError):
-    """Raised by drivers and transports. ``transcript`` holds the last lines
-    sent (``>``) and received (``<``) so a link failure can be debugged from
-    the message alone."""
+    """An instrument failed (translated from a driver error at
+    ``station/instruments/seam.py``). ``transcript`` holds the last lines sent
+    (``>``) and received (``<``) so a link failure can be debugged from the
+    message alone; ``device`` is the config's name for the instrument."""
 
     layer = "device"
 
-    def __init__(self, what: str, fix: str, transcript: list[str] | None = None) -> None:
+    def __init__(self, what: str, fix: str, transcript: list[str] | None = None, device: str = "") -> None:
         super().__init__(what, fix)
         self.transcript = list(transcript or [])
+        self.device = device
 
     def __str__(self) -> str:
         base = super().__str__()
         if self.transcript:
             return f"{base}. Last lines: {' | '.join(self.transcript[-6:])}"
         return base
+
+
+class DeviceRefusal(DeviceError):
+    """The instrument answered, and said no (overload, not stable, wrong unit).
+    The link is fine: the stone is aborted, without a reconnect."""
 
 
 class MeasurementAborted(StationError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from station.broker import Mosquitto
+from station.app.broker import Mosquitto
 from stationproc import Proc, SimProcess
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from station.carat import (
+from station.records.carat import (
     format_carats,
     format_raw_carats,
     millicarats,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from station.chain import RecordWriter
-from station.cose import Signer
+from station.records.chain import RecordWriter
+from station.records.cose import Signer
 from station.errors import RecordError
-from station.keys import init_key
-from station.outbox import Outbox
-from station.reading import DeviceIdentity, MassReading
-from station.record import RecordInput
-from station.verify import ChainChecker
+from station.records.keys import init_key
+from station.delivery.outbox import Outbox
+from station.instruments.reading import DeviceIdentity, MassReading
+from station.records.payload import RecordInput
+from station.central.verify import ChainChecker
 
 READING = MassReading("balance", "mtsics", DeviceIdentity("M", "SN"), 99_800, True, ("> S", "< S S     0.0998 g"), "t")
 ITEM = RecordInput(operator="op", lot="lot", readings=[READING])

@@ -8,8 +8,8 @@ import pytest
 
 from drivers.sim.mtsics import MtSicsSimulator
 from station.config import BalanceConfig, CycleSection
-from station.cycle import MeasurementCycle, State
-from station.devices import BalanceDevice
+from station.session.cycle import MeasurementCycle, State
+from station.instruments.scale import BalanceDevice
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import cbor2
 import pytest
 from cwt import COSE, COSEKey
 
-from station.mqtt import MqttSubscriber
+from station.delivery.mqtt import MqttSubscriber
 from stationproc import Proc, SimProcess, child_env, station, station_cmd, write_config
 
 STONES = [99_800, 199_800, 123_400]

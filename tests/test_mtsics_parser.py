@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from drivers.errors import ProtocolError
 from drivers.mtsics import (
+    ForeignUnitReply,
     ErrorReply,
     InfoReply,
     StatusReply,
@@ -105,8 +106,8 @@ def test_error_replies(code):
         (b"S S     abc g", "not a decimal"),
         (b"S S     1e3 g", "not a decimal"),
         (b"S S     1.2.3 g", "not a decimal"),
-        (b"S S     0.0998 lb", "unsupported unit"),
-        (b"S S     0.0998 G", "unsupported unit"),
+        (b"S S     0.0998 g1", "unsupported unit"),
+        (b"S S     0.0998 1g", "unsupported unit"),
         (b"S S  0.0000001 g", "finer than 1"),
         (b"S S     0.0001 mg", "finer than 1"),
         (b"S S 1234567890123456789012 g", "not a decimal"),
@@ -174,3 +175,10 @@ def test_sim_format_is_right_aligned_in_10_chars():
     assert weight_line("S", True, 99_800) == "S S     0.0998 g"
     assert weight_line("S", False, -12_345_600) == "S D   -12.3456 g"
     assert format_value(0) == "    0.0000"
+
+
+@pytest.mark.parametrize("unit", ["oz", "ozt", "dwt", "GN", "lb", "tl", "mom"])
+def test_a_foreign_unit_is_a_setting_not_noise(unit):
+    """oz/dwt/GN are units the balance can be set to: one clear refusal, not a resync flood."""
+    reply = parse_line(f"S S     0.0998 {unit}".encode())
+    assert reply == ForeignUnitReply("S", unit, f"S S     0.0998 {unit}")

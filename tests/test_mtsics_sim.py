@@ -173,9 +173,9 @@ def test_expected_serial_is_checked_on_first_connect(sim):
 def test_missing_port_names_it(tmp_path):
     missing = str(tmp_path / "no-such-balance")
     with pytest.raises(LinkError) as info:
-        make_balance(missing).connect()
+        MtSicsBalance(SerialLink(missing, timeout=0.5, setting="devices.scale.port")).connect()
     assert missing in info.value.what
-    assert "devices.balance.port" in info.value.fix
+    assert "devices.scale.port" in info.value.fix
 
 
 def test_open_error_hints():

@@ -69,14 +69,14 @@ def test_resync_resends_reset_when_it_arrived_garbled():
 
 def test_wrong_serial_is_refused_and_port_released():
     with ExpectedProtocol(IDENTIFY) as peer:
-        bal = make_balance(peer, expected_serial="1126493049")
+        bal = make_balance(peer, expected_serial="1126493049", serial_setting="devices.scale.serial")
         with pytest.raises(LinkError) as info:
             bal.connect()
         assert not bal.link.is_open
     msg = str(info.value)
     assert f"a different balance (serial {SERIAL.decode()}) answers on {peer.port}" in msg
     assert "expected 1126493049" in msg
-    assert "devices.balance.serial" in info.value.fix
+    assert "devices.scale.serial" in info.value.fix
 
 
 @pytest.fixture

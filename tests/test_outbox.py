@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from station.errors import OutboxError
-from station.outbox import ZERO_HASH, Outbox, StoredRecord, check_free_space
+from station.delivery.outbox import ZERO_HASH, Outbox, StoredRecord, check_free_space
 
 
 def recs(start: int, n: int, prefix: str = "r") -> list[StoredRecord]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from station.broker import Mosquitto, free_port
-from station.mqtt import MessageProperties, MqttSubscriber
-from station.outbox import Outbox, StoredRecord
-from station.publisher import CONTENT_TYPE, Publisher
+from station.app.broker import Mosquitto, free_port
+from station.delivery.mqtt import MessageProperties, MqttSubscriber
+from station.delivery.outbox import Outbox, StoredRecord
+from station.delivery.publisher import CONTENT_TYPE, Publisher
 
 STATION = "st-test"
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +229,7 @@ def test_last_will_when_the_station_dies(mosquitto, outbox_path) -> None:
     """SIGKILL the publishing process: the broker must publish the retained will."""
     code = (
         "import sys, time\n"
-        "from station.publisher import Publisher\n"
+        "from station.delivery.publisher import Publisher\n"
         f"p = Publisher(outbox_path=sys.argv[1], station_id={STATION!r}, host='127.0.0.1', "
         "port=int(sys.argv[2]), version='1', keepalive=5)\n"
         "p.start()\n"

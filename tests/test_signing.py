@@ -7,11 +7,11 @@ import cbor2
 import pytest
 from cwt import COSE, COSEKey
 
-from station.cose import Signer, verify
+from station.records.cose import Signer, verify
 from station.errors import KeyFileError, RecordError
-from station.keys import init_key, kid_for, load_private_key, public_key_from_jwk
-from station.reading import DeviceIdentity, MassReading
-from station.record import RecordInput, build_payload
+from station.records.keys import init_key, kid_for, load_private_key, public_key_from_jwk
+from station.instruments.reading import DeviceIdentity, MassReading
+from station.records.payload import RecordInput, build_payload
 
 
 @pytest.fixture

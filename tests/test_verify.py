@@ -2,11 +2,11 @@ import hashlib
 
 import pytest
 
-from station.cose import Signer
-from station.keys import init_key
-from station.reading import DeviceIdentity, MassReading
-from station.record import RecordInput, build_payload
-from station.verify import ChainChecker
+from station.records.cose import Signer
+from station.records.keys import init_key
+from station.instruments.reading import DeviceIdentity, MassReading
+from station.records.payload import RecordInput, build_payload
+from station.central.verify import ChainChecker
 
 
 @pytest.fixture

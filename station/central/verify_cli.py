@@ -10,10 +10,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from station import config, console
+from station import config
+from station.app import console
 from station.errors import KeyFileError, StationError
-from station.keys import kid_for, load_private_key, load_public_jwk_file
-from station.verify import ChainChecker
+from station.records.keys import kid_for, load_private_key, load_public_jwk_file
+from station.central.verify import ChainChecker
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +81,7 @@ def run(args) -> int:
 
 
 def _subscribe(args, checker: ChainChecker) -> bool:
-    from station.mqtt import MqttSubscriber
+    from station.delivery.mqtt import MqttSubscriber
 
     cfg = None
     if args.host is None or args.port is None:

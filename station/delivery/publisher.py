@@ -17,8 +17,8 @@ from functools import partial
 from pathlib import Path
 
 from station.errors import OutboxError, PublishError, StationError
-from station.mqtt import Ack, MqttLink, Will
-from station.outbox import Outbox
+from station.delivery.mqtt import Ack, MqttLink, Will
+from station.delivery.outbox import Outbox
 
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 
-from drivers.mtsics import Identity, MtSicsBalance, Weight
+from drivers.kinds import Identity, Weight
+from drivers.mtsics import MtSicsBalance
 from drivers.serial_link import SerialLink
 from station.config import BalanceConfig
 from station.errors import DeviceError
-from station.reading import DeviceIdentity, MassReading
-from station.record import utc_now
+from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.seam import device_call
+from station.records.payload import utc_now
 
 
 class BalanceDevice:
@@ -31,14 +33,17 @@ class BalanceDevice:
             stopbits=cfg.stopbits,
             xonxoff=cfg.xonxoff,
             timeout=cfg.reply_timeout_s,
+            setting=f"devices.{name}.port in the config",
         )
-        self.driver = MtSicsBalance(link, expected_serial=cfg.serial, reply_timeout=cfg.reply_timeout_s)
+        self.driver = MtSicsBalance(link, expected_serial=cfg.serial, reply_timeout=cfg.reply_timeout_s,
+                                    serial_setting=f"devices.{name}.serial in the config")
         self.identity: DeviceIdentity | None = None
         self._next_attempt = 0.0
         self._last_error: DeviceError | None = None
 
     def connect(self) -> DeviceIdentity:
-        self.identity = self._identity(self.driver.connect())
+        with device_call(self.name):
+            self.identity = self._identity(self.driver.connect())
         return self.identity
 
     def recover(self) -> None:
@@ -48,7 +53,8 @@ class BalanceDevice:
             raise self._last_error
         self._next_attempt = now + self.retry_s
         try:
-            ident = self.driver.reconnect() if self.identity else self.driver.connect()
+            with device_call(self.name):
+                ident = self.driver.reconnect() if self.identity else self.driver.connect()
         except DeviceError as exc:
             self._last_error = exc
             raise
@@ -56,13 +62,16 @@ class BalanceDevice:
         self._last_error = None
 
     def weigh_now(self) -> MassReading:
-        return self._reading(self.driver.weigh_now())
+        with device_call(self.name):
+            return self._reading(self.driver.weigh_now())
 
     def weigh_stable(self) -> MassReading:
-        return self._reading(self.driver.weigh_stable())
+        with device_call(self.name):
+            return self._reading(self.driver.weigh_stable())
 
     def zero(self) -> None:
-        self.driver.zero()
+        with device_call(self.name):
+            self.driver.zero()
 
     def close(self) -> None:
         self.driver.close()

@@ -10,10 +10,10 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 
-from station.cose import Signer
+from station.records.cose import Signer
 from station.errors import RecordError
-from station.outbox import Outbox, StoredRecord
-from station.record import RecordInput, build_payload
+from station.delivery.outbox import Outbox, StoredRecord
+from station.records.payload import RecordInput, build_payload
 
 _KID_META = "signing_kid"
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from station import __version__
-from station.carat import format_carats, format_raw_carats
-from station.cose import dumps
-from station.reading import MassReading
+from station.records.carat import format_carats, format_raw_carats
+from station.records.cose import dumps
+from station.instruments.reading import MassReading
 
 RECORD_VERSION = 1
 SOFTWARE_NAME = "diamond-station"

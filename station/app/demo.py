@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 
 from drivers.sim.mtsics import MtSicsSimulator
-from station import console
-from station.broker import Mosquitto
-from station.carat import format_carats, format_raw_carats
+from station.app import console
+from station.app.broker import Mosquitto
+from station.records.carat import format_carats, format_raw_carats
 from station.errors import StationError
 
 # Varied masses, including the two that trade rounding lifts over the ban thresholds.

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from station import __version__
-from station.carat import format_carats, format_raw_carats
-from station.chain import RecordWriter
+from station.records.carat import format_carats, format_raw_carats
+from station.records.chain import RecordWriter
 from station.config import Config
-from station.cose import Signer
-from station.cycle import Event, Measurement, MeasurementCycle, State
-from station.devices import BalanceDevice
+from station.records.cose import Signer
+from station.session.cycle import Event, Measurement, MeasurementCycle, State
+from station.instruments.scale import BalanceDevice
 from station.errors import DeviceError, OutboxError, StationError
-from station.keys import load_private_key
-from station.notify import Watchdog
-from station.outbox import Outbox, check_free_space
-from station.publisher import Publisher
-from station.record import RecordInput
+from station.records.keys import load_private_key
+from station.app.notify import Watchdog
+from station.delivery.outbox import Outbox, check_free_space
+from station.delivery.publisher import Publisher
+from station.records.payload import RecordInput
 
 OUTBOX_FILE = "outbox.sqlite3"
 

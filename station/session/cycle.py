@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.errors import DeviceRefused
-from station.carat import format_carats, straddled_thresholds
+from station.records.carat import format_carats, straddled_thresholds
 from station.config import CycleSection
-from station.errors import DeviceError, MeasurementAborted
-from station.reading import MassReading
+from station.errors import DeviceError, DeviceRefusal, MeasurementAborted
+from station.instruments.reading import MassReading
 
 
 class State(enum.Enum):
@@ -79,7 +78,7 @@ class MeasurementCycle:
                 return self._settling(reading)
             elif self.state is State.AWAIT_REMOVAL and reading.value_ug < self.cfg.removal_threshold_ug:
                 self._go(State.IDLE, "removed", "Pan empty. Place the next stone.")
-        except DeviceRefused as exc:
+        except DeviceRefusal as exc:
             # The link is fine; the balance itself says no. No reconnect, just abort.
             if exc.what != self._refusal:  # not str(): the transcript part changes every poll
                 self._refusal = exc.what

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from station import cose
+from station.records import cose
 from station.errors import RecordError
 
 ZERO_HASH = bytes(32)

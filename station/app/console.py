@@ -8,8 +8,8 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-from station.carat import format_carats, format_raw_carats
-from station.verify import Report
+from station.records.carat import format_carats, format_raw_carats
+from station.central.verify import Report
 
 # soft_wrap: a message is one line in a pipe or the journal, whatever the width.
 out = Console(highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from station.errors import RecordError
-from station.keys import kid_for, public_jwk
+from station.records.keys import kid_for, public_jwk
 
 COSE_SIGN1_TAG = 18
 HDR_ALG, HDR_KID = 1, 4
