@@ -49,6 +49,7 @@ class SerialLink:
         parity: str = "N",
         stopbits: float = 1,
         xonxoff: bool = False,
+        rtscts: bool = False,
         timeout: float = 1.0,
         history: int = 20,
         setting: str = "the port in the config",
@@ -59,7 +60,8 @@ class SerialLink:
         self.setting = setting
         self.timeout = timeout
         self._settings = dict(
-            baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits, xonxoff=xonxoff
+            baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits, xonxoff=xonxoff,
+            rtscts=rtscts,
         )
         self._ser: serial.SerialBase | None = None
         self._buf = bytearray()
@@ -158,13 +160,40 @@ class SerialLink:
         )
 
     def write_line(self, text: str) -> None:
-        data = text.encode("ascii") + EOL
+        self.write(text.encode("ascii") + EOL, shown=text)
+
+    def write(self, data: bytes, *, shown: str | None = None) -> None:
+        """Send bytes as they are (binary protocols, ESC commands without CR LF)."""
         ser = self._port()
-        self._history.append(format_line(">", text))
+        self._history.append(format_line(">", shown if shown is not None else data))
         try:
             ser.write(data)
         except (serial.SerialException, OSError) as e:
             raise self._lost(e) from e
+
+    def read_exact(self, n: int, timeout: float | None = None) -> bytes:
+        """Exactly ``n`` bytes (a binary block), or ReplyTimeout / a partial-block ProtocolError."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        ser = self._port()
+        while len(self._buf) < n:
+            if time.monotonic() >= deadline:
+                if self._buf:
+                    got = len(self._buf)
+                    raise self._unterminated(
+                        bytes(self._buf[:64]), f" ({got} of {n} bytes)",
+                        f"{self.url} sent {got} of {n} expected bytes within {limit:g} s",
+                    )
+                self._timed_out(limit)
+            try:
+                chunk = ser.read(max(1, min(ser.in_waiting, n - len(self._buf))))
+            except (serial.SerialException, OSError) as e:
+                raise self._lost(e) from e
+            self._buf += chunk
+        block = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._history.append(f"< ({n} bytes)")
+        return block
 
     def read_line(self, timeout: float | None = None) -> bytes:
         limit = self.timeout if timeout is None else timeout

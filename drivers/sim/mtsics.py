@@ -2,9 +2,9 @@
 
 The transport is a :class:`~drivers.sim.port.SimPort`. Its one service thread
 owns every read, write, unplug and replug, so closing a descriptor can never
-race a ``select`` on it; commands are handled on that thread too. Other
-threads (tests, the control server) only change physics state under a lock
-or, for unplug/replug, post actions to that thread.
+race a ``select`` on it; commands are handled on that thread too. The pan
+itself (settling, noise, drift, zero) is :class:`~drivers.sim.scale_physics.ScalePhysics`,
+shared with the other scale simulators.
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ import threading
 import time
 from decimal import Decimal
 
-from drivers.sim import control
 from drivers.sim.port import SimPort
+from drivers.sim.scale_physics import CAPACITY_UG, ScalePhysics, ScaleSimulator, round_to
 
-CAPACITY_UG = 220_000_000
-
-
-def round_to(value_ug: int, step_ug: int) -> int:
-    q, rem = divmod(value_ug, step_ug)
-    return (q + (2 * rem >= step_ug)) * step_ug
+__all__ = ["MtSicsSimulator", "format_value", "weight_line", "round_to", "CAPACITY_UG"]
 
 
 def format_value(value_ug: int, readability_ug: int = 100) -> str:
@@ -37,7 +32,7 @@ def weight_line(cmd: str, stable: bool, value_ug: int, readability_ug: int = 100
     return f"{cmd} {'S' if stable else 'D'} {format_value(value_ug, readability_ug)} g"
 
 
-class MtSicsSimulator:
+class MtSicsSimulator(ScaleSimulator):
     def __init__(
         self,
         *,
@@ -53,72 +48,29 @@ class MtSicsSimulator:
         capacity_ug: int = CAPACITY_UG,
         stable_timeout_s: float = 3.0,
         seed: int | None = None,
+        unit: str = "g",
     ) -> None:
-        if readability_ug < 1 or 10 ** round(math.log10(readability_ug)) != readability_ug:
-            raise ValueError("readability_ug must be a power of ten")
+        self.physics = ScalePhysics(
+            readability_ug=readability_ug, settle_s=settle_s, noise_ug=noise_ug,
+            motion_noise_ug=motion_noise_ug, drift_ug_per_s=drift_ug_per_s,
+            capacity_ug=capacity_ug, seed=seed,
+        )
         self.model, self.serial = model, serial
-        self.readability_ug, self.settle_s = readability_ug, settle_s
-        self.motion_noise_ug, self.capacity_ug = motion_noise_ug, capacity_ug
         # How long S / Z wait for stability before answering "I", like the
         # balance's own stability timeout.
         self.stable_timeout_s = stable_timeout_s
         self.link_path = link_path
+        # The unit set in the balance's menu; anything but g shows how the
+        # driver handles a balance set to oz, dwt...
+        self.unit = unit
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
-        now = time.monotonic()
-        self._mass_ug, self._zero_ug, self._noise_ug = 0, 0, noise_ug
-        self._changed = now - settle_s  # powered up long ago: stable
-        self._drift_rate, self._drift_acc, self._drift_t0 = drift_ug_per_s, 0.0, now
         self._next_fault: str | None = None
         self._mute_until = 0.0
-        self._wire = SimPort(self._handle, on_plug=self._power_up_line,
-                             link_path=link_path, tcp=tcp, name="mtsics-sim")
-        self._control: control.ControlServer | None = None
+        self._init_wire(SimPort(self._handle, on_plug=self._power_up_line,
+                                link_path=link_path, tcp=tcp, name="mtsics-sim"))
 
-    # -- lifecycle ---------------------------------------------------------
-
-    @property
-    def port(self) -> str:
-        return self._wire.path
-
-    @property
-    def plugged(self) -> bool:
-        return self._wire.plugged
-
-    def start(self) -> MtSicsSimulator:
-        self._wire.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_control()
-        self._wire.stop()
-
-    def __enter__(self) -> MtSicsSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- physics and fault switches (any thread) -----------------------------
-
-    def place(self, mass_ug: int) -> None:
-        """Put a load of ``mass_ug`` on the pan (negative: pan lifted)."""
-        with self._lock:
-            self._mass_ug = int(mass_ug)
-            self._changed = time.monotonic()
-
-    def remove(self) -> None:
-        self.place(0)
-
-    def set_noise(self, ug: int) -> None:
-        with self._lock:
-            self._noise_ug = int(ug)
-
-    def set_drift(self, ug_per_s: float) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._drift_acc += self._drift_rate * (now - self._drift_t0)
-            self._drift_rate, self._drift_t0 = float(ug_per_s), now
+    # -- fault switches (any thread) -----------------------------------------
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
         with self._lock:
@@ -134,46 +86,6 @@ class MtSicsSimulator:
     def clear_faults(self) -> None:
         with self._lock:
             self._next_fault, self._mute_until = None, 0.0
-
-    def unplug(self) -> None:
-        self._wire.unplug()
-
-    def replug(self) -> None:
-        self._wire.replug()
-
-    def reading(self) -> tuple[int, bool]:
-        """The display right now: (net µg rounded to readability, stable)."""
-        with self._lock:
-            now = time.monotonic()
-            stable = now - self._changed >= self.settle_s
-            spread = self._noise_ug if stable else self.motion_noise_ug
-            noise = self._rng.randint(-spread, spread) if spread > 0 else 0
-            net = self._gross(now) - self._zero_ug + noise
-            return round_to(net, self.readability_ug), stable
-
-    def status(self) -> dict:
-        value, stable = self.reading()
-        with self._lock:
-            return {
-                "port": self.port,
-                "mass_ug": self._mass_ug,
-                "reading_ug": value,
-                "stable": stable,
-                "serial": self.serial,
-                "plugged": self.plugged,
-            }
-
-    def _gross(self, now: float) -> int:
-        return self._mass_ug + round(self._drift_acc + self._drift_rate * (now - self._drift_t0))
-
-    def _range(self) -> str | None:
-        with self._lock:
-            gross = self._gross(time.monotonic())
-        if gross > self.capacity_ug:
-            return "+"
-        if gross < -self.capacity_ug // 100:
-            return "-"
-        return None
 
     # -- protocol (service thread) ------------------------------------------
 
@@ -204,18 +116,20 @@ class MtSicsSimulator:
             return self._send(f'I2 A "{self.model}"')
         if cmd not in ("S", "SI", "Z"):
             return self._send("ES")
-        out = self._range()
+        out = self.physics.range_state()
         settled = True if cmd == "SI" or out else self._wait_stable()
         if settled is None:
             return  # cancelled by the next command
         if out or not settled:
             return self._send(f"{cmd[0]} {out or 'I'}")
         if cmd == "Z":
-            with self._lock:
-                self._zero_ug = self._gross(time.monotonic())
+            self.physics.zero()
             return self._send("Z A")
-        value, stable = self.reading()
-        self._send(weight_line("S", stable, value, self.readability_ug))
+        value, stable = self.physics.reading()
+        line = weight_line("S", stable, value, self.readability_ug)
+        if self.unit != "g":
+            line = line[: -len(" g")] + f" {self.unit}"
+        self._send(line)
 
     def _wait_stable(self) -> bool | None:
         """True once settled, False at the stability timeout, None if cancelled.
@@ -225,25 +139,9 @@ class MtSicsSimulator:
         """
         deadline = time.monotonic() + self.stable_timeout_s
         while True:
-            with self._lock:
-                if time.monotonic() - self._changed >= self.settle_s:
-                    return True
+            if self.physics.settled():
+                return True
             if time.monotonic() >= deadline:
                 return False
             if not self._wire.idle(0.02):
                 return None
-
-    # -- control interface (drivers/sim/control.py) -----------------------
-
-    def control(self, line: str) -> dict:
-        """Run one control command (``place 99800``, ``fault timeout 2`` ...)."""
-        return control.run_command(self, line)
-
-    def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._control = control.ControlServer(self, host, port)
-        return self._control.address
-
-    def stop_control(self) -> None:
-        server, self._control = self._control, None
-        if server is not None:
-            server.stop()

@@ -36,15 +36,20 @@ class SimPort:
 
     def __init__(
         self,
-        on_line: Callable[[bytes], None],
+        on_line: Callable[[bytes], None] | None = None,
         *,
+        on_bytes: Callable[[bytes], None] | None = None,
         on_plug: Callable[[], None] | None = None,
         link_path: str | None = None,
         tcp: tuple[str, int] | None = None,
         max_line: int = 1024,
         name: str = "sim-port",
     ) -> None:
-        self._on_line, self._on_plug = on_line, on_plug
+        if (on_line is None) == (on_bytes is None):
+            raise ValueError("give exactly one of on_line (line protocols) or on_bytes (binary protocols)")
+        # Binary protocols (Modbus RTU, ESC commands without a terminator) get
+        # every chunk as it arrives and do their own framing.
+        self._on_line, self._on_bytes, self._on_plug = on_line, on_bytes, on_plug
         self.link_path, self._tcp_addr = link_path, tcp
         self._max_line, self._name = max_line, name
         self._master: int | None = None
@@ -126,7 +131,8 @@ class SimPort:
         """
         gen = self._gen
         self._pump(seconds)
-        return not (self._stopping.is_set() or self._gen != gen or b"\n" in self._inbuf)
+        pending = bool(self._inbuf) if self._on_bytes is not None else b"\n" in self._inbuf
+        return not (self._stopping.is_set() or self._gen != gen or pending)
 
     # -- transport ----------------------------------------------------------------
 
@@ -265,5 +271,12 @@ class SimPort:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._pump(0.1)
+            if self._on_bytes is not None:
+                if self._inbuf and not self._stopping.is_set():
+                    chunk = bytes(self._inbuf)
+                    self._inbuf.clear()
+                    self._on_bytes(chunk)
+                continue
+            assert self._on_line is not None
             while not self._stopping.is_set() and (line := self._take_line()) is not None:
                 self._on_line(line)
