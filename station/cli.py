@@ -48,9 +48,9 @@ def cmd_config_check(args) -> int:
         for file, what, fix in exc.problems or [(None, exc.what, exc.fix)]:
             console.error_line(f"{file}: {what}. Fix: {fix}" if file else f"{what}. Fix: {fix}")
         return 1
-    mode = "SIMULATED balance" if cfg.simulated else "real balance"
-    console.out.print(f"{path}: OK (station {cfg.station.id}, {mode} on {cfg.devices.balance.port}, "
-                      f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+    devices = ", ".join(f"{name}: {'SIMULATED ' if d.simulate else ''}{d.kind} {d.driver}"
+                        f"{' on ' + d.port if getattr(d, 'port', None) else ''}" for name, d in cfg.devices.items())
+    console.out.print(f"{path}: OK (station {cfg.station.id}; {devices}; broker {cfg.mqtt.host}:{cfg.mqtt.port})")
     return 0
 
 
@@ -88,7 +88,11 @@ def cmd_run(args) -> int:
     if not operator or not lot:
         missing = "operator" if not operator else "lot"
         raise config.ConfigError(f"no {missing} ID given", f"pass --{missing} ID or set session.{missing} in {cfg.source}")
-    station = Station(cfg, Session(operator=operator, lot=lot), console.say)
+    from station.session.events import EventBus
+
+    bus = EventBus()
+    bus.subscribe(console.show_event)
+    station = Station(cfg, Session(operator=operator, lot=lot), bus)
     station.install_signal_handlers()
     return station.run(max_stones=args.max_stones, drain_timeout=args.drain_timeout)
 

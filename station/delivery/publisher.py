@@ -77,6 +77,8 @@ class Publisher:
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
         self._error: str | None = None
+        self._status: dict = {}  # the station's own state (devices, measuring/refusing), merged into the status
+        self._status_dirty = False
         # Pump-thread only:
         self._cursor = 0  # highest seq published on this connection
         self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
@@ -123,6 +125,16 @@ class Publisher:
         self._link.start()
 
     def notify(self) -> None:
+        self._wake.set()
+
+    def set_status(self, **fields: object) -> None:
+        """Merge fields into the retained status message and republish it
+        (from the pump thread, as soon as the broker is connected)."""
+        with self._lock:
+            if all(self._status.get(k) == v for k, v in fields.items()):
+                return
+            self._status.update(fields)
+            self._status_dirty = True
         self._wake.set()
 
     def wait_drained(self, timeout: float) -> bool:
@@ -231,12 +243,16 @@ class Publisher:
         with self._lock:
             fresh, self._fresh = self._fresh, False
             refused, self._refused = self._refused, []
+            status_due = self._status_dirty and self._link.connected
+            if status_due or fresh:
+                self._status_dirty = False
         if refused:
             self._note_refusals(refused)
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
             self._cursor = 0
+        if fresh or status_due:
             self._publish_birth(ob)
         if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
             with self._lock:
@@ -330,7 +346,9 @@ class Publisher:
         self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
 
     def _publish_birth(self, ob: Outbox) -> None:
-        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth()}
+        with self._lock:
+            extra = dict(self._status)
+        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth(), **extra}
         try:
             self._link.publish(
                 self.status_topic,
