@@ -149,6 +149,24 @@ def cmd_sim_control(args) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_sim_broker(args) -> int:
+    import signal
+    import threading
+
+    from station.app.broker import Mosquitto
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Mosquitto(Path(args.dir) if args.dir else None, port=args.port) as broker:
+        console.say("info", f"MQTT broker on {broker.host}:{broker.port} (mosquitto pid {broker.pid}); "
+                    "stop it with Ctrl-C")
+        while not stop.wait(0.5):
+            if broker.pid is None:
+                break
+    return 0
+
+
 def cmd_demo(args) -> int:
     from station.app import demo
 
@@ -202,6 +220,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim)
+    s = sim.add_parser("broker", help="a private MQTT broker (mosquitto) for trying the station by hand")
+    s.add_argument("--port", type=int, default=18830, help="port on 127.0.0.1 (default 18830, the sim config's)")
+    s.add_argument("--dir", metavar="DIR", help="keep its config, log and persistence here (default: a temp dir)")
+    s.set_defaults(func=cmd_sim_broker)
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
