@@ -80,7 +80,7 @@ class Mosquitto:
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
-            # Nagle turns every ack round trip into 40-90 ms (REFERENCE §7).
+            # Nagle turns every ack round trip into 40-90 ms.
             "set_tcp_nodelay true",
             # Without persistence a restart loses sessions and their queued messages.
             "persistence true",

@@ -1,6 +1,6 @@
 """MQTT v5 in the station's own terms. The only module that imports paho.
 
-Facts this relies on (docs/REFERENCE §7, checked against paho 2.2 / mosquitto 2.0):
+Facts this relies on (checked against paho 2.2 / mosquitto 2.0):
 - a PUBACK may carry a failure reason (135 Not authorized for an ACL denial)
   while paho still reports the message as published, so every ack is checked;
 - Nagle's algorithm turns each ack round trip into 40-90 ms, hence TCP_NODELAY;
