@@ -25,6 +25,7 @@ from station.records.keys import load_private_key
 from station.app.notify import Watchdog
 from station.delivery.outbox import Outbox, check_free_space
 from station.delivery.publisher import Publisher
+from station.delivery.tls import from_config as client_credentials
 from station.records.payload import RecordInput
 
 OUTBOX_FILE = "outbox.sqlite3"
@@ -56,6 +57,8 @@ class Station:
         self.writer = RecordWriter(
             self.outbox, self.signer, station_id=cfg.station.id, simulated=cfg.simulated
         )
+        # Refuse to start with TLS credentials that cannot work (see delivery/tls.py).
+        tls, credentials = client_credentials(cfg.mqtt, cfg.station.id)
         self.publisher = Publisher(
             outbox_path=outbox_path(cfg),
             station_id=cfg.station.id,
@@ -65,6 +68,8 @@ class Station:
             client_id=cfg.mqtt.client_id,
             window=cfg.mqtt.window,
             keepalive=cfg.mqtt.keepalive_s,
+            tls=tls,
+            credentials=credentials,
             on_event=lambda msg: self.say("mqtt", msg),
         )
         self.balance = BalanceDevice(cfg.devices.balance)

@@ -16,6 +16,7 @@ import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -191,6 +192,15 @@ def load_credentials(path: Path) -> Credentials:
     if not sep or not user or "\n" in text:
         raise TlsError(f"mqtt.password_file {path} is not one line `username:password`", "rewrite it in that form")
     return Credentials(user, password)
+
+
+def from_config(mqtt: Any, station_id: str) -> tuple[ClientTls | None, Credentials | None]:
+    """The [mqtt] section's credentials, checked: refuses to start on any problem."""
+    tls = None
+    if mqtt.ca_file is not None:
+        tls = load_client_tls(mqtt.ca_file, mqtt.cert_file, mqtt.key_file, station_id=station_id)
+    creds = load_credentials(mqtt.password_file) if mqtt.password_file is not None else None
+    return tls, creds
 
 
 def explain(exc: OSError | None, host: str, port: int, tls: ClientTls) -> tuple[str, str] | None:
