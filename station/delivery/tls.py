@@ -29,7 +29,7 @@ _RENEW = "request a new one with `station certs request` and have the central CA
 # OpenSSL X509_V_ERR_* codes a client sees for the broker's certificate.
 _V_NOT_YET_VALID, _V_EXPIRED = 9, 10
 _V_WRONG_CA = {2, 18, 19, 20, 21}  # no issuer found locally, self-signed, chain incomplete
-_V_HOSTNAME = 62
+_V_HOSTNAME = {62, 64}  # host name, IP address mismatch
 
 
 class TlsError(StationError):
@@ -215,7 +215,7 @@ def explain(exc: OSError | None, host: str, port: int, tls: ClientTls) -> tuple[
         if code == _V_NOT_YET_VALID:
             return (f"{where} presents a certificate that is not valid yet",
                     "check the clocks of the station and the broker (NTP)")
-        if code == _V_HOSTNAME:
+        if code in _V_HOSTNAME:
             return (f"{where} presents a certificate that is not valid for the host name {host!r} "
                     f"({exc.verify_message})",
                     "set mqtt.host to a name the broker's certificate lists, or reissue it with this name")
