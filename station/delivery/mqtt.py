@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,10 @@ from station.errors import PublishError
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # a week: a station may be offline over a weekend
 RECEIVE_MAXIMUM_DEFAULT = 65535  # MQTT 5 §3.2.2.3.3: absent from the CONNACK means 65535
 _SESSION_TAKEN_OVER = 0x8E  # 142
+# mosquitto 2.0.11 closes a taken-over connection without sending reason 142, so
+# the two clients knock each other off right after every connect. This many
+# drops in a row, each this soon after the CONNACK, are told as a likely twin.
+_FLAP_DROPS, _FLAP_SECONDS = 3, 2.0
 
 
 def backoff_delay(attempt: int, low: float, cap: float, rng: random.Random) -> float:
@@ -185,6 +190,8 @@ class MqttLink:
         self._early: dict[int, Ack] = {}
         self._connected = threading.Event()
         self._refused = False  # a CONNACK refusal was told; its disconnect is not news
+        self._connected_at = 0.0
+        self._short_drops = 0
         self._started = False
         self.last_error: str | None = None
 
@@ -313,6 +320,7 @@ class MqttLink:
         self._next_delay()
         if self.tls is not None:
             self.tls.clear_failure()
+        self._connected_at = time.monotonic()
         self.last_error = None
         self._connected.set()
         if self._on_connect_cb:
@@ -354,11 +362,21 @@ class MqttLink:
         refused, self._refused = self._refused, False
         if code != 0 and not refused:
             self._next_delay()
+            short = was and time.monotonic() - self._connected_at < _FLAP_SECONDS
+            self._short_drops = self._short_drops + 1 if short else 0
+            twin_fix = "stop the other process using this ID, or give each station its own mqtt.client_id"
             if code == _SESSION_TAKEN_OVER:
                 self._problem(
                     f"the broker {self.host}:{self.port} dropped this connection because another client "
                     f"connected with the same client ID {self.client_id!r} (session taken over)",
-                    "stop the other process using this ID, or give each station its own mqtt.client_id",
+                    twin_fix,
+                )
+            elif self._short_drops >= _FLAP_DROPS:
+                self._problem(
+                    f"the broker {self.host}:{self.port} closed this connection right after accepting it, "
+                    f"{_FLAP_DROPS} or more times in a row: most likely another client uses the same client ID "
+                    f"{self.client_id!r} and the two take the session over from each other",
+                    twin_fix + "; if none does, see the broker's log",
                 )
             else:
                 self._problem(*(self._tls_problem() or (
