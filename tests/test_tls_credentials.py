@@ -19,7 +19,7 @@ from pki import CA, DAY, NOW
 from station import config
 from station.cli import main
 from station.delivery.certs import request
-from station.delivery.mqtt import backoff_delay
+from station.delivery.link_problems import backoff_delay
 from station.delivery.tls import TlsError, load_client_tls, load_credentials
 from station.errors import ConfigError
 

@@ -32,24 +32,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from station.delivery import link_problems as problems
+from station.delivery.link_problems import backoff_delay
 from station.delivery.tls import ClientTls, Credentials, explain
 from station.errors import PublishError
 
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # a week: a station may be offline over a weekend
 RECEIVE_MAXIMUM_DEFAULT = 65535  # MQTT 5 §3.2.2.3.3: absent from the CONNACK means 65535
-_SESSION_TAKEN_OVER = 0x8E  # 142
-# mosquitto 2.0.11 closes a taken-over connection without sending reason 142, so
-# the two clients knock each other off right after every connect. This many
-# drops in a row, each this soon after the CONNACK, are told as a likely twin.
-_FLAP_DROPS, _FLAP_SECONDS = 3, 2.0
-
-
-def backoff_delay(attempt: int, low: float, cap: float, rng: random.Random) -> float:
-    """Delay before reconnect attempt ``attempt`` (0-based): exponential from
-    ``low``, capped at ``cap``, then scaled by a factor in [0.5, 1) so that
-    stations that lost the broker together do not come back together."""
-    base = min(cap, low * (2 ** min(attempt, 32)))
-    return base * (0.5 + 0.5 * rng.random())
 
 
 @dataclass(frozen=True)
@@ -223,6 +212,10 @@ class MqttLink:
         return self._connected.is_set()
 
     @property
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
     def window(self) -> int:
         """QoS 1 messages the caller may have in flight: the configured window,
         lowered to the broker's Receive Maximum from the last CONNACK."""
@@ -310,7 +303,7 @@ class MqttLink:
         if code >= 0x80:
             self._next_delay()
             self._refused = True
-            self._problem(*self._refusal(code, name))
+            self._problem(*problems.refused(self._where, code, name))
             return
         limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
         # paho does not honour the broker's Receive Maximum and cannot be told now
@@ -326,13 +319,6 @@ class MqttLink:
         if self._on_connect_cb:
             self._on_connect_cb(bool(getattr(flags, "session_present", False)))
 
-    def _refusal(self, code: int, name: str) -> tuple[str, str]:
-        where = f"broker {self.host}:{self.port}"
-        if code in (0x86, 0x87):  # bad user name or password / not authorized
-            return (f"{where} refused the connection: {name}",
-                    "check mqtt.password_file and the certificate's CN against the broker's users and ACL")
-        return f"{where} refused the connection: {name}", "see the broker's log"
-
     def _tls_problem(self) -> tuple[str, str] | None:
         if self.tls is None:
             return None
@@ -342,9 +328,7 @@ class MqttLink:
 
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         self._next_delay()
-        self._problem(*(self._tls_problem() or (
-            f"cannot reach the MQTT broker at {self.host}:{self.port}", "check mqtt.host and mqtt.port, and the network"
-        )))
+        self._problem(*(self._tls_problem() or problems.unreachable(self._where)))
 
     def _problem(self, what: str, fix: str) -> None:
         """Record a connection problem; tell the owner once per distinct problem,
@@ -362,26 +346,14 @@ class MqttLink:
         refused, self._refused = self._refused, False
         if code != 0 and not refused:
             self._next_delay()
-            short = was and time.monotonic() - self._connected_at < _FLAP_SECONDS
+            short = was and time.monotonic() - self._connected_at < problems.FLAP_SECONDS
             self._short_drops = self._short_drops + 1 if short else 0
-            twin_fix = "stop the other process using this ID, or give each station its own mqtt.client_id"
-            if code == _SESSION_TAKEN_OVER:
-                self._problem(
-                    f"the broker {self.host}:{self.port} dropped this connection because another client "
-                    f"connected with the same client ID {self.client_id!r} (session taken over)",
-                    twin_fix,
-                )
-            elif self._short_drops >= _FLAP_DROPS:
-                self._problem(
-                    f"the broker {self.host}:{self.port} closed this connection right after accepting it, "
-                    f"{_FLAP_DROPS} or more times in a row: most likely another client uses the same client ID "
-                    f"{self.client_id!r} and the two take the session over from each other",
-                    twin_fix + "; if none does, see the broker's log",
-                )
+            if code == problems.SESSION_TAKEN_OVER:
+                self._problem(*problems.taken_over(self._where, self.client_id))
+            elif self._short_drops >= problems.FLAP_DROPS:
+                self._problem(*problems.flapping(self._where, self.client_id))
             else:
-                self._problem(*(self._tls_problem() or (
-                    f"lost the connection to {self.host}:{self.port}: {name}", "check the network and the broker"
-                )))
+                self._problem(*(self._tls_problem() or problems.lost(self._where, name)))
         if was and self._on_disconnect_cb:
             self._on_disconnect_cb(name)
 
