@@ -56,10 +56,11 @@ def client_tls(ca: CA, who: Issued, station_id: str | None) -> ClientTls:
 
 
 class Sink:
-    def __init__(self, broker: Mosquitto, tls: ClientTls, topic: str = "stations/+/records") -> None:
+    def __init__(self, broker: Mosquitto, tls: ClientTls, topic: str = "stations/+/records",
+                 client_id: str = "sink") -> None:
         self.msgs: list[tuple[bytes, MessageProperties]] = []
         self._cond = threading.Condition()
-        self.sub = MqttSubscriber(broker.host, broker.port, topic, "sink", self._on, tls=tls)
+        self.sub = MqttSubscriber(broker.host, broker.port, topic, client_id, self._on, tls=tls)
         self.sub.start()
 
     def _on(self, data: bytes, props: MessageProperties) -> None:
@@ -199,3 +200,28 @@ def test_expired_broker_certificate(ca, start_broker) -> None:
     broker = start_broker(ca, expired)
     msg = _failing_link(broker, client_tls(ca, ca.issue("st-A"), "st-A"))
     assert "presents an expired certificate" in msg and "renew the broker's certificate" in msg, msg
+
+
+def test_consumers_share_a_group_under_the_acl(ca, start_broker, outbox, tmp_path) -> None:
+    """The documented consumer form, $share/<group>/stations/+/records, passes the
+    shipped ACL; each record goes to exactly one member of the group."""
+    broker = start_broker(ca)
+    sinks = []
+    for n in (1, 2):
+        me = ca.issue(f"consumer:central-{n}")
+        sinks.append(Sink(broker, client_tls(ca, me, None), topic="$share/central/stations/+/records",
+                          client_id=f"central-{n}"))
+    sent = fill(outbox, 40)
+    pub = Publisher(outbox_path=tmp_path / "outbox.db", station_id="st-A", host=broker.host, port=broker.port,
+                    version="1", tls=client_tls(ca, ca.issue("st-A"), "st-A"))
+    pub.start()
+    try:
+        assert pub.wait_drained(15), pub.last_error
+        assert wait_until(lambda: sum(len(s.msgs) for s in sinks) >= 40, 10)
+    finally:
+        pub.stop(timeout=1)
+        for s in sinks:
+            s.sub.stop()
+    seqs = [[int(p.user_properties["seq"]) for _, p in s.msgs] for s in sinks]
+    assert sorted(seqs[0] + seqs[1]) == sorted(sent)  # all of them, none twice
+    assert seqs[0] and seqs[1]  # both members took a share
