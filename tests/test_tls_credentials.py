@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import random
 import stat
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -46,6 +45,8 @@ def test_good_credentials_load(ca: CA) -> None:
     tls = load(ca, ca.issue("st-A"))
     assert tls.identity == "st-A"
     assert tls.context.check_hostname and tls.last_failure() is None
+    # Only the central CA is trusted, not the system's public CAs.
+    assert [c["subject"] for c in tls.context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
 
 
 def test_key_readable_by_group_is_refused_before_connecting(ca: CA) -> None:
@@ -144,15 +145,11 @@ def test_certs_request_writes_private_key_and_csr(ca: CA, tmp_path: Path) -> Non
 
 
 def _cfg_file(tmp_path: Path, **mqtt: str) -> Path:
-    raw = tomllib.loads((ROOT / "config/station.sim.toml").read_text())
-    raw.setdefault("mqtt", {}).update(mqtt)
-    lines = []
-    for section, values in raw.items():
-        for name, sub in [(section, values)] if "balance" not in values else [(f"{section}.balance", values["balance"])]:
-            lines.append(f"[{name}]")
-            lines += [f"{k} = {v!r}".replace("True", "true").replace("False", "false") for k, v in sub.items()]
+    """The shipped simulator config, whose last table is [mqtt], plus ``mqtt``."""
+    text = (ROOT / "config/station.sim.toml").read_text()
+    assert text.rfind("[mqtt]") > text.rfind("[devices")
     path = tmp_path / "station.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(text + "".join(f'{k} = "{v}"\n' for k, v in mqtt.items()))
     return path
 
 

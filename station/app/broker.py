@@ -2,8 +2,9 @@
 
 Each instance owns its config, log and persistence files in one directory and
 listens on 127.0.0.1 only. With ``tls`` it runs the production configuration
-shipped in config/mosquitto/ (mutual TLS, identity = certificate CN, the ACL). It never touches a system-wide broker: it is stopped
-by the PID it started, never by name.
+shipped in config/mosquitto/ (mutual TLS, identity = certificate CN, the ACL).
+It never touches a system-wide broker: it is stopped by the PID it started,
+never by name.
 """
 
 from __future__ import annotations

@@ -194,7 +194,8 @@ class MqttLink:
         # Only here, before any connect: paho raises once a connection is open.
         c.max_inflight_messages_set(self.configured_window)
         c.max_queued_messages_set(0)
-        self._next_delay()
+        # Replaced on every failure by _next_delay.
+        c.reconnect_delay_set(reconnect_delay[0], reconnect_delay[0])  # type: ignore[arg-type]
         if tls is not None:
             c.tls_set_context(tls.context)
         if credentials is not None:
@@ -222,7 +223,9 @@ class MqttLink:
         return min(self.configured_window, self.receive_maximum)
 
     def _next_delay(self) -> None:
-        """Set paho's wait before its next attempt (min = max: paho then waits exactly that)."""
+        """Called on every failure, before paho waits: set that wait (min = max,
+        so paho waits exactly that), growing with each failure since the last
+        successful connect."""
         d = backoff_delay(self._attempt, self._reconnect_delay[0], self._reconnect_delay[1], self._rng)
         self._attempt += 1
         self._client.reconnect_delay_set(d, d)  # type: ignore[arg-type]  # floats work
@@ -310,7 +313,6 @@ class MqttLink:
         # (see the module doc); callers keep within ``window``.
         self.receive_maximum = int(limit) if limit else RECEIVE_MAXIMUM_DEFAULT
         self._attempt = 0
-        self._next_delay()
         if self.tls is not None:
             self.tls.clear_failure()
         self._connected_at = time.monotonic()

@@ -171,13 +171,14 @@ def load_client_tls(
             "or correct station.id",
         )
     _read(ca_file, "mqtt.ca_file")
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.sslsocket_class = _RecordingSocket
     try:
-        ctx.load_verify_locations(cafile=str(ca_file))
+        # Given a cafile, Python trusts only it, not the system's CAs: a broker with
+        # a certificate from any public CA must not pass for the central one.
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
     except ssl.SSLError as exc:
         raise TlsError(f"mqtt.ca_file {ca_file} holds no usable CA certificate ({exc})",
                        "use the central CA's certificate in PEM form") from None
+    ctx.sslsocket_class = _RecordingSocket
     ctx.load_cert_chain(str(cert_file), str(key_file))
     ctx.last_failure = None  # type: ignore[attr-defined]
     return ClientTls(ctx, ca_file, cert_file, cn or "", cert.not_valid_after_utc)
