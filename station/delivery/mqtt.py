@@ -330,6 +330,7 @@ class MqttLink:
 
     def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
         self._next_delay()
+        self._short_drops = 0  # a broker that was down (restarting), not a twin taking over
         self._problem(*(self._tls_problem() or problems.unreachable(self._where)))
 
     def _problem(self, what: str, fix: str) -> None:
