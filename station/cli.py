@@ -77,6 +77,37 @@ def cmd_keys_public(args) -> int:
     return 0
 
 
+# --- certs (mutual TLS with the broker) -----------------------------------------
+
+def cmd_certs_request(args) -> int:
+    from station.delivery import certs
+
+    cfg = _config(args)
+    key = Path(args.key) if args.key else cfg.mqtt.key_file
+    if key is None:
+        raise StationError("no key path: mqtt.key_file is not set", f"set mqtt.key_file in {cfg.source} or pass --key")
+    csr = Path(args.csr) if args.csr else key.with_suffix(".csr")
+    certs.request(cfg.station.id, key, csr, force=args.force)
+    console.out.print(f"Wrote the TLS key {key} (mode 0600) and the request {csr} (CN={cfg.station.id}). "
+                      "Send the .csr (never the key) to the central CA; install the signed certificate "
+                      "as mqtt.cert_file and the CA's certificate as mqtt.ca_file.")
+    return 0
+
+
+def cmd_certs_check(args) -> int:
+    from station.delivery.tls import from_config
+
+    cfg = _config(args)
+    if not cfg.mqtt.tls:
+        raise StationError(f"{cfg.source}: mutual TLS is not configured",
+                           "set mqtt.ca_file, mqtt.cert_file and mqtt.key_file")
+    tls, _ = from_config(cfg.mqtt, cfg.station.id)
+    assert tls is not None
+    console.out.print(f"{tls.cert_file}: OK for station {cfg.station.id} (CN {tls.identity!r}), "
+                      f"valid until {tls.not_after:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
 # --- run --------------------------------------------------------------------
 
 def cmd_run(args) -> int:
@@ -194,6 +225,15 @@ def _parser() -> argparse.ArgumentParser:
     s = k.add_parser("public", parents=[common], help="print the public key (kid, or --jwk)")
     s.add_argument("--jwk", action="store_true", help="print an OKP JWK")
     s.set_defaults(func=cmd_keys_public)
+
+    t = sub.add_parser("certs", help="TLS certificate for the broker").add_subparsers(metavar="ACTION")
+    s = t.add_parser("request", parents=[common], help="write a TLS key (0600) and a CSR for the central CA")
+    s.add_argument("--key", metavar="FILE", help="where to write the key (default: mqtt.key_file)")
+    s.add_argument("--csr", metavar="FILE", help="where to write the CSR (default: the key's path with .csr)")
+    s.add_argument("--force", action="store_true", help="replace an existing key and CSR")
+    s.set_defaults(func=cmd_certs_request)
+    s = t.add_parser("check", parents=[common], help="check the configured CA, certificate and key")
+    s.set_defaults(func=cmd_certs_check)
 
     s = sub.add_parser("run", parents=[common], help="run the station")
     s.add_argument("--operator", help="operator ID (else session.operator)")

@@ -71,7 +71,26 @@ class MqttSection(_Strict):
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
     client_id: str | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    # Lowered at run time to the broker's Receive Maximum (mosquitto: 20), and said so once.
     window: Annotated[int, Field(ge=1, le=1000)] = 20
+    # Mutual TLS: all three or none. The certificate's CN (or a SAN) must be station.id.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # One line `username:password`, mode 0600; for brokers that want a password too.
+    password_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "MqttSection":
+        given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
+        if given and len(given) != 3:
+            missing = sorted({"ca_file", "cert_file", "key_file"} - set(given))
+            raise ValueError(f"mutual TLS needs ca_file, cert_file and key_file together; missing {', '.join(missing)}")
+        return self
 
 
 class Config(_Strict):
@@ -159,7 +178,10 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     return cfg
 
 
-_PATH_KEYS = {("station", "state_dir"), ("station", "key_file"), ("station", "sim_key_file")}
+_PATH_KEYS = {
+    ("station", "state_dir"), ("station", "key_file"), ("station", "sim_key_file"),
+    ("mqtt", "ca_file"), ("mqtt", "cert_file"), ("mqtt", "key_file"), ("mqtt", "password_file"),
+}
 
 
 def _paths_as_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from station.app.notify import Watchdog
 from station.config import Config
 from station.delivery.outbox import Outbox, check_free_space
 from station.delivery.publisher import Publisher
+from station.delivery.tls import from_config as client_credentials
 from station.errors import DeviceError, OutboxError, StationError
 from station.instruments.devices import AmbientDevice, Instrument, ScaleDevice, open_instrument
 from station.records.chain import RecordWriter
@@ -78,10 +79,13 @@ class Station:
         check_free_space(cfg.station.state_dir, self._min_free)
         self.outbox = Outbox(outbox_path(cfg), check_same_thread=False)
         self.writer = RecordWriter(self.outbox, self.signer, station_id=cfg.station.id, simulated=cfg.simulated)
+        # Refuse to start with TLS credentials that cannot work (see delivery/tls.py).
+        tls, credentials = client_credentials(cfg.mqtt, cfg.station.id)
         self.publisher = Publisher(
             outbox_path=outbox_path(cfg), station_id=cfg.station.id, host=cfg.mqtt.host, port=cfg.mqtt.port,
             version=__version__, client_id=cfg.mqtt.client_id, window=cfg.mqtt.window,
-            keepalive=cfg.mqtt.keepalive_s, on_event=lambda msg: self.bus.publish(ev.Delivery(msg)),
+            keepalive=cfg.mqtt.keepalive_s, tls=tls, credentials=credentials,
+            on_event=lambda msg: self.bus.publish(ev.Delivery(msg)),
         )
         self.instruments: dict[str, Instrument] = {n: open_instrument(n, d) for n, d in cfg.devices.items()}
         scale = self.instruments[cfg.scale_name]
