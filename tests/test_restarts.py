@@ -37,6 +37,7 @@ def test_kill_9_with_a_recorded_stone_on_the_pan_records_it_once(tmp_path, sim, 
     sim.control.remove()
     again.wait_for(r"Pan empty")
     assert again.count(r"Recorded #") == 0
+    sim.control.noise(0)
     sim.control.place(120_000)  # the next stone is recorded as #2
     again.wait_for(r"Recorded #2: .*120000 µg")
     again.stop()
