@@ -55,7 +55,7 @@ def test_station_run_over_mutual_tls(tmp_path, sim) -> None:
                                                  station_id=None))
         sub.start()
         st = Proc(station_cmd("run", "--config", str(cfg), "--max-stones", "1"), env=child_env())
-        st.wait_for(r"Balance .* serial SIM0000001")
+        st.wait_for(r"Ready\. Place the first stone")
         sim.control.place(123_400)
         st.wait_for(r"Recorded #")
         sim.control.remove()
