@@ -31,9 +31,12 @@ _MAX_CMD = 20  # "up to 20 characters" per the SBI description
 
 def print_number(value_ug: int, readability_ug: int, unit: str) -> tuple[str, str]:
     """(sign, digits) as the balance prints ``value_ug`` in ``unit``."""
-    per_unit = Decimal(UNIT_UG[unit]) if unit in UNIT_UG else FOREIGN_UG[unit]
-    step = (Decimal(readability_ug) / per_unit).normalize()
-    decimals = max(0, -step.as_tuple().exponent)
+    if unit in UNIT_UG:
+        per_unit = Decimal(UNIT_UG[unit])
+        step = (Decimal(readability_ug) / per_unit).normalize()
+        decimals = max(0, -step.as_tuple().exponent)
+    else:  # no exact grid in a foreign unit; the driver refuses these lines anyway
+        per_unit, decimals = FOREIGN_UG[unit], 4
     value = (Decimal(round_to(value_ug, readability_ug)) / per_unit).quantize(
         Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
     return ("-" if value < 0 else "+"), format(abs(value), "f")
