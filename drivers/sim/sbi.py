@@ -15,7 +15,7 @@ import time
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from drivers.sbi_format import UNIT_UG, format_line, format_special
-from drivers.sim.framing import Framing
+from drivers.sim.framing import Framing, PtyLine
 from drivers.sim.port import SimPort
 from drivers.sim.scale_physics import CAPACITY_UG, ScalePhysics, ScaleSimulator, round_to
 
@@ -82,6 +82,7 @@ class SbiSimulator(ScaleSimulator):
         self._next_fault: str | None = None
         self._mute_until = 0.0
         self._rx = bytearray()
+        self._line = PtyLine()
         self._pending: tuple[bytes, float] | None = None
         self._tared = False
         self._init_wire(SimPort(on_bytes=self._receive, on_plug=self._plugged,
@@ -119,7 +120,7 @@ class SbiSimulator(ScaleSimulator):
         self._rx.clear()
         fd = self._wire.tty_fd
         if fd is not None:
-            self.framing.apply(fd)
+            self._line.plugged(fd)
 
     def _send(self, data: bytes) -> None:
         with self._lock:
@@ -140,7 +141,7 @@ class SbiSimulator(ScaleSimulator):
     def _receive(self, chunk: bytes) -> None:
         fd = self._wire.tty_fd
         if fd is not None:
-            self.last_mismatch = self.framing.mismatch(fd)
+            self.last_mismatch = self.framing.mismatch(self._line.read(fd))
             if self.last_mismatch:
                 self._rx.clear()  # at the wrong baud rate a UART hears only noise
                 return
