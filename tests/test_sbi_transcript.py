@@ -140,16 +140,28 @@ def test_weigh_stable_prints_until_the_unit_appears():
         assert bal.weigh_stable() == Weight(99_800, True, "g", ("> ESC P", "< +   0.0998 g  "))
 
 
+class TickingClock:
+    """Advances a fixed step per reading: the number of polls is deterministic."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
 def test_weigh_stable_gives_up_at_the_stable_timeout():
-    steps = [(b"\x1bP", b"+   0.1003    \r\n")] * 4 + [(None, b"")]
+    # Binary-exact ticks: deadline 0.125 + 1.0; each poll reads the clock twice,
+    # polls end at 0.375, 0.625, 0.875, 1.125, and 1.125 + 0.01 > 1.125 stops.
+    steps = [(b"\x1bP", b"+   0.1003    \r\n")] * 4
     with ExpectedProtocol(IDENTIFY + steps) as peer:
-        bal = make_balance(peer, stable_timeout=0.2)
-        bal.poll_s = 0.06
+        bal = make_balance(peer, stable_timeout=1.0, clock=TickingClock(0.125))
         bal.connect()
         with pytest.raises(DeviceRefused) as info:
             bal.weigh_stable()
         bal.close()
-    assert "not stable within 0.2 s (weigh)" in info.value.what
+    assert "not stable within 1 s (weigh)" in info.value.what
     assert "'+   0.1003    '" in info.value.what and "draft shield" in info.value.fix
 
 
