@@ -1,6 +1,13 @@
 """Exact bytes on the wire between SbiBalance and a scripted pty peer."""
 
+import os
+import select
+import threading
+import tty
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
 from drivers.kinds import Identity, Weight
@@ -263,3 +270,62 @@ def test_the_balance_that_never_prints_a_valid_line_does_not_resynchronise():
         with pytest.raises(ProtocolError, match="did not resynchronise"):
             bal.connect()
         assert not bal.link.is_open
+
+
+class AnsweringPeer:
+    """A pty peer that answers each ESC P with the next queued line, else ZERO."""
+
+    def __init__(self) -> None:
+        self.queue: list[bytes] = []
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.port = os.ttyname(self._slave)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            if not select.select([self._master], [], [], 0.02)[0]:
+                continue
+            buf += os.read(self._master, 1024)
+            while b"\x1b" in buf:
+                buf = buf.partition(b"\x1b")[2]
+                if buf[:1] == b"P":
+                    os.write(self._master, self.queue.pop(0) if self.queue else ZERO)
+                buf = buf[1:]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        os.close(self._master)
+        os.close(self._slave)
+
+
+@pytest.fixture(scope="module")
+def answering():
+    peer = AnsweringPeer()
+    link = SerialLink(peer.port, timeout=REPLY_TIMEOUT)
+    bal = SbiBalance(link, reply_timeout=REPLY_TIMEOUT, identify=False)
+    bal.connect()
+    yield peer, bal
+    bal.close()
+    peer.close()
+
+
+_ONE_LINE = st.binary(max_size=24).filter(lambda b: b"\n" not in b and b"\r" not in b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_ONE_LINE)
+def test_arbitrary_replies_raise_only_protocol_error_or_refusal(answering, data):
+    peer, bal = answering
+    peer.queue.append(data + b"\r\n")
+    try:
+        w = bal.weigh_now()
+    except (ProtocolError, DeviceRefused):
+        pass
+    else:
+        assert isinstance(w.value_ug, int) and w.raw == ("> ESC P", f"< {data.decode('ascii')}")
+    assert bal.weigh_now() == Weight(0, True, "g", ("> ESC P", "< " + ZERO[:-2].decode()))
