@@ -39,6 +39,12 @@ _SPECIALS = {
     "C": ("is adjusting ({})", "wait for the adjustment to finish, then weigh again"),
 }
 
+_ADJUST_FIX = {
+    "zero": "clear the pan and zero again: the balance zeroes only near its power-up zero "
+            "(use tare for a container)",
+    "tare": "keep the pan and the desk still and tare again; restart the balance if it persists",
+}
+
 
 class SbiBalance:
     """A Sartorius balance in SBI mode. Implements ``drivers.kinds.Scale``.
@@ -241,7 +247,7 @@ class SbiBalance:
             raise DeviceRefused(
                 f"the balance did not {what}: it reads {reading.sign}{reading.number} {w.unit} "
                 f"after ESC {cmd.decode()}",
-                "clear the pan (the load may be beyond the zero range) and try again",
+                _ADJUST_FIX[what],
                 self.link.transcript(),
             )
 

@@ -104,7 +104,7 @@ def test_zero_beyond_the_zero_range_is_refused(sim, bal):
     sim.place(50_000_000)  # 50 g: far beyond 2 % of capacity
     with pytest.raises(DeviceRefused, match=r"did not zero: it reads \+50.0000 g after ESC V") as info:
         bal.zero()
-    assert "zero range" in info.value.fix
+    assert "power-up zero" in info.value.fix
 
 
 def test_long_format_and_other_units(tmp_path):

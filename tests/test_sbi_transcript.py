@@ -194,7 +194,15 @@ def test_a_zero_within_one_digit_counts_and_beyond_it_is_refused():
         with pytest.raises(DeviceRefused) as info:
             bal.zero()
     assert info.value.what == "the balance did not zero: it reads +0.0002 g after ESC V"
-    assert "zero range" in info.value.fix
+    assert "near its power-up zero" in info.value.fix
+
+
+def test_a_tare_that_does_not_read_zero_is_refused():
+    with Connected([(b"\x1bU", b""), (b"\x1bP", b"+   0.0150 g  \r\n")]) as bal:
+        with pytest.raises(DeviceRefused) as info:
+            bal.tare()
+    assert info.value.what == "the balance did not tare: it reads +0.0150 g after ESC U"
+    assert "tare again" in info.value.fix
 
 
 @pytest.mark.parametrize(
