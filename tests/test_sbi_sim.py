@@ -275,6 +275,11 @@ def test_control_interface(sim, bal):
         assert bal.weigh_stable().value_ug == 99_800
         st = ctl.status()
         assert (st["serial"], st["unit"], st["format"], st["framing"]) == (SIM_SERIAL, "g", 16, "1200 7O1, RTS/CTS")
+        assert ctl.unit("oz") == {"ok": True}
+        with pytest.raises(DeviceRefused, match="set to oz"):
+            bal.weigh_now()
+        assert "unknown unit 'stone'" in ctl.unit("stone")["error"]
+        assert ctl.unit("g") == {"ok": True}
         assert ctl.fault("garbage") == {"ok": True}
         with pytest.raises(ProtocolError):
             bal.weigh_now()
