@@ -227,6 +227,10 @@ def test_control_interface_in_process(sim, bal):
         assert ctl.fault("garbage") == {"ok": True}
         with pytest.raises(ProtocolError):
             bal.weigh_now()
+        assert ctl.unit("oz") == {"ok": True}
+        with pytest.raises(DeviceRefused, match="set to oz"):
+            bal.weigh_now()
+        assert ctl.unit("g") == {"ok": True}
         assert ctl.send("fault sideways")["ok"] is False
         assert ctl.send("place heavy")["ok"] is False
         assert "cannot run 'explode'" in ctl.send("explode")["error"]

@@ -211,3 +211,43 @@ def test_the_peer_itself_fails_on_unexpected_bytes():
     with pytest.raises(AssertionError, match="stopped before step 1"):
         with ExpectedProtocol([(b"Z\r\n", b"Z A\r\n")], step_timeout=0.2):
             pass
+
+
+def test_tare(connected):
+    with connected([(b"T\r\n", b"T S      0.0998 g\r\n")]) as bal:
+        assert bal.tare() is None
+    assert bal.link.transcript()[-2:] == ["> T", "< T S      0.0998 g"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "words", "fix"),
+    [(b"T I", "not stable in time (T I)", "draft shield"), (b"T +", "overload (T +)", "remove the load"),
+     (b"ES", "syntax error (ES)", "baud rate and framing")],
+)
+def test_tare_refusals_keep_the_link_in_step(connected, reply, words, fix):
+    steps = [(b"T\r\n", reply + b"\r\n"), (b"SI\r\n", b"S S      0.0000 g\r\n")]
+    with connected(steps) as bal:
+        with pytest.raises(DeviceRefused) as info:
+            bal.tare()
+        assert bal.weigh_now().value_ug == 0
+    assert words in info.value.what and fix in info.value.fix
+
+
+def test_tare_answered_with_a_status_line_is_out_of_step(connected):
+    steps = [(b"T\r\n", b"Z A\r\n")] + RESYNC
+    with connected(steps) as bal:
+        with pytest.raises(ProtocolError, match="expected T S <value> <unit>"):
+            bal.tare()
+
+
+@pytest.mark.parametrize("method", ["weigh_now", "weigh_stable"])
+def test_a_balance_set_to_oz_is_one_refusal_without_resync(connected, method):
+    cmd = b"SI" if method == "weigh_now" else b"S"
+    steps = [(cmd + b"\r\n", b"S S     0.0035 oz\r\n"), (cmd + b"\r\n", b"S S     0.0035 oz\r\n")]
+    with connected(steps) as bal:
+        for _ in range(2):  # every poll: the same one message, no "@" between them
+            with pytest.raises(DeviceRefused) as info:
+                getattr(bal, method)()
+            assert info.value.what == "the balance is set to oz; set it to g or ct"
+            assert "weighing unit" in info.value.fix
+    assert info.value.transcript[-2:] == [f"> {cmd.decode()}", "< S S     0.0035 oz"]

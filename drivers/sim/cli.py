@@ -13,6 +13,7 @@ import sys
 import threading
 
 from drivers.sim.mtsics import MtSicsSimulator
+from drivers.sim.sbi import SbiSimulator
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -23,7 +24,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=["mtsics"], default="mtsics",
+    parser.add_argument("--protocol", choices=["mtsics", "sbi"], default="mtsics",
                         help="wire protocol to simulate (default: mtsics)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--link", metavar="PATH",
@@ -37,17 +38,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a new load stays dynamic (default 0.5)")
     parser.add_argument("--noise", metavar="UG", type=int, default=0,
                         help="noise on stable readings in µg (default 0)")
-    parser.add_argument("--serial", default="SIM0000001", help="serial number to report")
+    parser.add_argument("--serial", help="serial number to report (default SIM0000001; sbi 0034309393)")
+    parser.add_argument("--unit", default="g", help="weighing unit set on the balance (default g)")
+    parser.add_argument("--long-format", action="store_true",
+                        help="sbi: print 22-character lines (6-character ID code first)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON line {"port": ..., "control": "host:port"}')
 
 
 def run(args: argparse.Namespace) -> int:
+    common = dict(settle_s=args.settle, noise_ug=args.noise, link_path=args.link, tcp=args.tcp,
+                  unit=args.unit)
+    if args.serial:
+        common["serial"] = args.serial
+    if args.protocol == "sbi":
+        try:
+            sim = SbiSimulator(long_format=args.long_format, **common)
+        except ValueError as e:
+            print(f"error: {e}. Fix: choose another --unit", file=sys.stderr)
+            return 2
+        name = f"Sartorius SBI balance simulator ({sim.framing.describe()})"
+    else:
+        sim = MtSicsSimulator(**common)
+        name = "MT-SICS balance simulator"
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
-    sim = MtSicsSimulator(serial=args.serial, settle_s=args.settle, noise_ug=args.noise,
-                          link_path=args.link, tcp=args.tcp)
     try:
         try:
             sim.start()
@@ -60,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"port": sim.port, "control": f"{host}:{port}",
                               "serial": sim.serial}))
         else:
-            print(f"MT-SICS balance simulator (serial {sim.serial}) on {sim.port}; "
+            print(f"{name} (serial {sim.serial}) on {sim.port}; "
                   f"control on {host}:{port}")
         sys.stdout.flush()
         while not stop.wait(0.5):

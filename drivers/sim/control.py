@@ -18,12 +18,13 @@ _CONTROL = {
     "remove": ("remove", ()),
     "noise": ("set_noise", (int,)),
     "drift": ("set_drift", (float,)),
+    "unit": ("set_unit", (str,)),
     "unplug": ("unplug", ()),
     "replug": ("replug", ()),
     "clear": ("clear_faults", ()),
 }
 
-_HELP = ("place UG, remove, noise UG, drift UG_PER_S, fault garbage|partial, "
+_HELP = ("place UG, remove, noise UG, drift UG_PER_S, unit g|ct|oz..., fault garbage|partial, "
          "fault timeout S, unplug, replug, clear, status")
 
 
@@ -94,6 +95,9 @@ class SimControl:
 
     def drift(self, ug_per_s: float) -> dict:
         return self.send(f"drift {ug_per_s}")
+
+    def unit(self, unit: str) -> dict:
+        return self.send(f"unit {unit}")
 
     def unplug(self) -> dict:
         return self.send("unplug")

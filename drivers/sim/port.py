@@ -111,6 +111,12 @@ class SimPort:
 
     # -- for the device (service thread) ---------------------------------------
 
+    @property
+    def tty_fd(self) -> int | None:
+        """The pty's slave end (None on TCP or unplugged). Its termios is what a
+        client set when it opened the port, so a device can check the framing."""
+        return self._slave
+
     def write(self, data: bytes) -> None:
         try:
             if self._master is not None:

@@ -178,6 +178,10 @@ class ScaleSimulator:
     def reading(self) -> tuple[int, bool]:
         return self.physics.reading()
 
+    def set_unit(self, unit: str) -> None:
+        """The weighing unit set in the balance's menu (g, ct, oz ...)."""
+        self.unit = unit
+
     def unplug(self) -> None:
         self._wire.unplug()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from station.instruments.plugins import mtsics
+from station.instruments.plugins import mtsics, sbi
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Plugin:
 
 PLUGINS: dict[str, Plugin] = {
     "mtsics": Plugin("scale", mtsics.MtSicsConfig, mtsics.build, "Mettler Toledo MT-SICS balance (serial)"),
+    "sbi": Plugin("scale", sbi.SbiConfig, sbi.build, "Sartorius balance, SBI print protocol (serial)"),
 }
 
 KINDS = ("scale", "ambient", "spectrometer", "camera")
