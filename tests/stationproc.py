@@ -74,9 +74,12 @@ class Proc:
 class SimProcess(Proc):
     """`station sim scale` as a subprocess, controlled over its TCP control port."""
 
-    def __init__(self, link: Path, serial: str = "SIM0000001") -> None:
-        super().__init__(station_cmd("sim", "scale", "--protocol", "mtsics", "--json", "--link", str(link),
-                                     "--serial", serial, "--settle", "0.3"))
+    def __init__(self, link: Path, serial: str = "SIM0000001", protocol: str = "mtsics",
+                 extra: tuple[str, ...] = (), kind: str = "scale") -> None:
+        where = ("--link", str(link)) if link is not None else ()
+        settle = ("--settle", "0.3") if kind == "scale" else ()
+        super().__init__(station_cmd("sim", kind, *(("--protocol", protocol) if protocol else ()), "--json",
+                                     *where, "--serial", serial, *settle, *extra))
         self.wait_for(r"^\{", timeout=15)
         info = json.loads(next(line for line in self.lines if line.startswith("{")))
         self.port = info["port"]
@@ -96,13 +99,7 @@ sim_key_file = "keys/simulation.key"
 operator = "op-test"
 lot = "LOT-T1"
 
-[devices.scale]
-kind = "scale"
-driver = "mtsics"
-port = "{port}"
-simulate = true
-serial = "SIM0000001"
-reply_timeout_s = 1.0
+{devices}
 
 [cycle]
 poll_interval_s = 0.05
@@ -114,9 +111,23 @@ port = {mqtt_port}
 """
 
 
-def write_config(directory: Path, port: str, mqtt_port: int, station_extra: str = "") -> Path:
+MTSICS = """\
+[devices.scale]
+kind = "scale"
+driver = "mtsics"
+port = "{port}"
+simulate = true
+serial = "SIM0000001"
+reply_timeout_s = 1.0
+"""
+
+
+def write_config(directory: Path, port: str, mqtt_port: int, station_extra: str = "",
+                 devices: str | None = None) -> Path:
+    """A station config for tests; ``devices`` replaces the MT-SICS scale table."""
     path = directory / "station.toml"
-    path.write_text(CONFIG.format(port=port, mqtt_port=mqtt_port, station_extra=station_extra))
+    table = devices if devices is not None else MTSICS.format(port=port)
+    path.write_text(CONFIG.format(devices=table, mqtt_port=mqtt_port, station_extra=station_extra))
     return path
 
 
