@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from drivers.sim.spectra.lines import DIAMOND_CENTRES, HG_LINES, AR_LINES, raman_nm, seed_of
+from drivers.sim.spectra.lines import ZPL_FWHM, DIAMOND_CENTRES, HG_LINES, AR_LINES, raman_nm, seed_of
 
 KINDS = ("natural_Ia", "natural_IIa", "cvd", "hpht")
 NATURAL = ("natural_Ia", "natural_IIa")
@@ -41,8 +41,6 @@ class Emission:
 
 # Room-temperature ZPL widths (nm) and phonon sidebands (centre nm, sigma nm,
 # area as a multiple of the ZPL area: 1/Debye-Waller - 1).
-ZPL_FWHM = {"N3": 2.0, "499.6": 1.5, "H3": 2.5, "NV0": 3.0, "596/597": 1.2, "NV-": 4.0,
-            "SiV": 1.5, "GR1": 2.5, "Ni": 1.5, "H2": 3.0}
 SIDEBAND = {"N3": (445.0, 25.0, 8.0), "H3": (525.0, 20.0, 6.0), "NV0": (610.0, 30.0, 5.0),
             "NV-": (690.0, 40.0, 6.0), "SiV": (760.0, 15.0, 0.3), "GR1": (770.0, 25.0, 1.0)}
 
