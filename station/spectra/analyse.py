@@ -39,5 +39,5 @@ class Analysis:
 
 
 def analyse(spectrum: Spectrum, laser_nm: float, resolution_nm: float = DEFAULT_RESOLUTION_NM) -> Analysis:
-    peaks = peak_table(spectrum.values, laser_nm, resolution_nm)
+    peaks = peak_table(spectrum.lines, laser_nm, resolution_nm)
     return Analysis(fingerprint(spectrum.values), peaks, screen(peaks, laser_nm))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MATCH_THRESHOLD = 0.97
+MATCH_THRESHOLD = 0.995
 TOP = 5
 
 

@@ -70,7 +70,7 @@ def _models(laser_nm: float, resolution_nm: float):
         x = GRID[lo:hi]
         width = np.hypot(zpl, resolution_nm)
         u = (x - centre) / WINDOW_NM
-        cols = [_shape(x, comps, width), np.ones_like(x), u, u * u]
+        cols = [_shape(x, comps, width), np.ones_like(x), u]
         for other, (oc, oz) in feats.items():
             if other != name and any(abs(c - centre) < WINDOW_NM for c in oc):
                 cols.append(_shape(x, oc, np.hypot(oz, resolution_nm)))
@@ -92,7 +92,7 @@ def peak_table(values: np.ndarray, laser_nm: float, resolution_nm: float = DEFAU
         se = np.sqrt(resid @ resid / dof * var_h)
         h = float(beta[0])
         snr = h / se if se > 0 else (np.inf if h > 0 else 0.0)
-        local = y - X[:, 1:4] @ beta[1:4]  # data minus the local background
+        local = y - X[:, 1:3] @ beta[1:3]  # data minus the local background
         position, fwhm = _locate(GRID[lo:hi], local, centre)
         peaks.append(Peak(name, round(centre, 3), position, h, fwhm, float(snr)))
     return peaks
@@ -101,7 +101,8 @@ def peak_table(values: np.ndarray, laser_nm: float, resolution_nm: float = DEFAU
 def _locate(x: np.ndarray, y: np.ndarray, centre: float) -> tuple[float, float]:
     near = np.flatnonzero(np.abs(x - centre) <= SEARCH_NM)
     i = near[np.argmax(y[near])]
-    if i == 0 or i == y.size - 1 or y[i] <= 0:
+    # a maximum on the search window's edge is the flank of something else
+    if i in (near[0], near[-1]) or i == 0 or i == y.size - 1 or y[i] <= 0:
         return float("nan"), float("nan")
     a, b, c = y[i - 1], y[i], y[i + 1]
     if min(a, c) > 0:  # Gaussian (log-parabola) interpolation

@@ -1,0 +1,68 @@
+"""Reading spectrum CSV files: ``wavelength_nm,intensity`` per line.
+
+Accepted: UTF-8 text; blank lines and lines starting with ``#`` are skipped;
+an optional header line ``wavelength_nm,intensity``; then at least
+MIN_POINTS rows of two finite numbers, wavelengths strictly increasing.
+Anything else raises SpectrumFileError naming the file, the line and a fix.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from station.spectra.errors import SpectrumFileError
+
+HEADER = ("wavelength_nm", "intensity")
+MIN_POINTS = 50
+_FIX = "write one `wavelength_nm,intensity` pair of numbers per line, wavelengths increasing"
+
+
+def parse_spectrum_csv(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpectrumFileError(name, f"not UTF-8 text (byte {exc.start})", _FIX) from None
+    wl: list[float] = []
+    val: list[float] = []
+    seen_header = False
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 2:
+            raise SpectrumFileError(name, f"line {n} has {len(fields)} columns, expected 2 (wavelength_nm,intensity)", _FIX)
+        if not wl and not seen_header and tuple(f.lower() for f in fields) == HEADER:
+            seen_header = True
+            continue
+        try:
+            x, y = float(fields[0]), float(fields[1])
+        except ValueError:
+            what = (f"wrong columns {fields[0]!r},{fields[1]!r}, expected wavelength_nm,intensity" if not wl
+                    else f"line {n} is not two numbers: {line[:40]!r}")
+            raise SpectrumFileError(name, what, _FIX) from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise SpectrumFileError(name, f"line {n} holds a non-finite value ({line[:40]})", "remove NaN/inf rows or fix the export")
+        if wl and x <= wl[-1]:
+            raise SpectrumFileError(name, f"wavelengths not increasing at line {n} ({x:g} after {wl[-1]:g} nm)", _FIX)
+        wl.append(x)
+        val.append(y)
+    if len(wl) < MIN_POINTS:
+        raise SpectrumFileError(name, f"only {len(wl)} data points, need at least {MIN_POINTS}", _FIX)
+    return np.array(wl), np.array(val)
+
+
+def read_spectrum_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SpectrumFileError(str(path), f"cannot read ({exc.strerror or exc})", "check the path and permissions") from None
+    return parse_spectrum_csv(data, str(path))
+
+
+def write_spectrum_csv(path: str | Path, wavelengths: np.ndarray, values: np.ndarray) -> None:
+    rows = "\n".join(f"{x:.4f},{y:.6g}" for x, y in zip(wavelengths, values))
+    Path(path).write_text("wavelength_nm,intensity\n" + rows + "\n")
