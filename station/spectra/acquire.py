@@ -36,7 +36,7 @@ class Acquisition:
     dark: np.ndarray
     integration_us: int
     scans: int
-    fill: float                       # (peak - floor) / (full scale - floor) of the final spectrum
+    fill: float                       # max(raw - dark) / (full scale - dark floor)
     saturated: bool = False
     low_signal: bool = False
     messages: list[str] = field(default_factory=list)
@@ -77,7 +77,10 @@ def acquire(link: SpectrometerLink, *, scans: int = 4, start_us: int = START_US,
     link.set_lamp(False)
     dark = link.acquire()
     link.set_lamp(True)
-    fill, sat = _fill(raw, full)
+    _, sat = _fill(raw, full)
+    # judged on the dark-subtracted frame: hot pixels at long integration are not signal
+    floor = float(np.partition(dark, dark.size // 100)[dark.size // 100])
+    fill = float((raw.astype(np.float64) - dark).max()) / max(1.0, full - floor)
     acq = Acquisition(raw, dark, t, scans, fill, tries=tries)
     if sat:
         acq.saturated = True
