@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from drivers.sim.spectra import Stone
 from spectra_helpers import calibrate, unit
 from station.spectra.acquire import acquire
-from station.spectra.csvio import MIN_POINTS, parse_spectrum_csv, write_spectrum_csv
+from station.spectra.csvio import MIN_POINTS, _parse_checked, _parse_fast, parse_spectrum_csv, write_spectrum_csv
 from station.spectra.errors import SpectrumFileError
 from station.spectra.process import Processor
 
@@ -105,3 +105,21 @@ def test_csv_reader_round_trips_what_it_is_given(values, header):
         f"{400 + i * 0.5!r},{v!r}" for i, v in enumerate(values))
     wl, y = parse_spectrum_csv(text.encode())
     assert wl.size == len(values) and np.array_equal(y, np.array(values))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["400", " 401.5", "402e0", "4_03", "nan", "x", "", "-1", "405.25 ", "1e309"]),
+                          st.sampled_from(["1", "2.5", " -3", "nan", "", "7,8", "inf", "1e3"])), min_size=0, max_size=70),
+       st.booleans())
+def test_fast_and_checked_csv_paths_agree(rows, header):
+    # distinct increasing wavelengths would be rare from a small alphabet: prefix the row number
+    text = ("wavelength_nm,intensity\n" if header else "") + "\n".join(
+        f"{i}{w},{v}" if w and w[0].isdigit() else f"{w},{v}" for i, (w, v) in enumerate(rows, 1))
+    fast = _parse_fast(text)
+    try:
+        checked = _parse_checked(text, "f.csv")
+    except SpectrumFileError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert np.array_equal(fast[0], checked[0]) and np.array_equal(fast[1], checked[1])

@@ -11,7 +11,7 @@ from drivers.sim.spectra import Stone
 from spectra_helpers import calibrate, measure, stored_only, unit
 from station.spectra.artifact import from_artifact_bytes, to_artifact_bytes
 from station.spectra.fingerprint import D, fingerprint, fingerprints
-from station.spectra.matching import MATCH_THRESHOLD, MatchResult, match, top_k
+from station.spectra.matching import MATCH_THRESHOLD, MatchResult, References, match, top_k
 from station.spectra.process import GRID, Processor
 
 STONES = [Stone("T-1", "natural_Ia"), Stone("T-2", "natural_Ia"), Stone("T-3", "cvd"), Stone("T-4", "hpht")]
@@ -56,7 +56,8 @@ def test_matching_equals_a_per_row_loop_and_orders_best_first():
     refs /= np.linalg.norm(refs, axis=1, keepdims=True)
     probe = refs[417] + 0.002 * rng.normal(size=D).astype(np.float32)
     probe /= np.linalg.norm(probe)
-    m = match(refs, probe)
+    m = match(References(refs), probe)
+    assert np.array_equal(m.indices, match(refs, probe).indices)
     loop = np.array([float(np.dot(r, probe)) for r in refs])
     assert list(m.indices) == list(np.argsort(-loop)[:5])
     assert np.allclose(m.scores, loop[m.indices], atol=1e-5)

@@ -128,7 +128,7 @@ def run_match(args) -> int:
     import numpy as np
 
     from station.spectra.errors import SpectrumFileError
-    from station.spectra.matching import MATCH_THRESHOLD, match
+    from station.spectra.matching import MATCH_THRESHOLD, References, match
 
     ref_dir = Path(args.refs)
     if not ref_dir.is_dir():
@@ -146,12 +146,12 @@ def run_match(args) -> int:
                                 "write references with `station fingerprint compute --out DIR`")
     if len({v.size for v in vectors}) != 1:
         raise SpectrumFileError(str(ref_dir), "mixes fingerprints of different lengths", "recompute the references")
-    refs = np.stack(vectors)
+    refs = References(np.stack(vectors))
 
     def work(path: str) -> None:
         v = load_fingerprint(path)
-        if v.size != refs.shape[1]:
-            raise SpectrumFileError(path, f"has {v.size} dimensions, the references {refs.shape[1]}", "recompute it")
+        if v.size != refs.d:
+            raise SpectrumFileError(path, f"has {v.size} dimensions, the references {refs.d}", "recompute it")
         m = match(refs, v)
         print(json.dumps({"probe": path, "match": m.match, "best": names[m.indices[0]] if m.match else None,
                           "threshold": MATCH_THRESHOLD,

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.polynomial import Polynomial
 
 from station.spectra.calibration import Calibration
@@ -34,6 +33,9 @@ _BLOCK = 5
 _OPEN_BLOCKS = 5  # 12.5 nm
 _NB = -(-GRID.size // _BLOCK)
 _BLOCK_CENTRES = GRID[0] + (np.arange(_NB) * _BLOCK + (_BLOCK - 1) / 2) * GRID_STEP_NM
+# Precomputed gathers (edge-clamped) instead of np.pad + sliding windows: same result, fewer calls.
+_BLOCK_IDX = np.minimum(np.arange(_NB * _BLOCK), GRID.size - 1).reshape(_NB, _BLOCK)
+_WIN_IDX = np.clip(np.arange(_NB)[:, None] + np.arange(_OPEN_BLOCKS) - _OPEN_BLOCKS // 2, 0, _NB - 1)
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,8 @@ class Spectrum:
 
 
 def baseline(y: np.ndarray) -> np.ndarray:
-    pad = _NB * _BLOCK - y.size
-    blocks = np.pad(y, (0, pad), mode="edge").reshape(_NB, _BLOCK).min(axis=1)
-    h = _OPEN_BLOCKS // 2
-    eroded = sliding_window_view(np.pad(blocks, h, mode="edge"), _OPEN_BLOCKS).min(axis=1)
-    opened = sliding_window_view(np.pad(eroded, h, mode="edge"), _OPEN_BLOCKS).max(axis=1)
+    blocks = y[_BLOCK_IDX].min(axis=1)
+    opened = blocks[_WIN_IDX].min(axis=1)[_WIN_IDX].max(axis=1)  # erosion, then dilation
     return np.interp(GRID, _BLOCK_CENTRES, opened)
 
 

@@ -15,6 +15,7 @@ from station.spectra.peaks import RAMAN_NAME, Peak
 SNR_PRESENT = 5.0          # z-score: 2.9e-7 one-sided false-alarm probability per test
 POSITION_TOLERANCE_NM = 1.0
 RAMAN_TOLERANCE_NM = 0.25
+RAMAN_CHECK_SNR = 20.0     # below this the Raman position itself is too uncertain to judge the calibration
 
 # Centres whose presence refers a stone, and the words an operator reads.
 REFER_IF_PRESENT = {
@@ -54,6 +55,8 @@ def screen(peaks: list[Peak], laser_nm: float) -> Verdict:
     expected = raman_nm(laser_nm)
     if raman is None or not present(raman):
         refer.append(f"diamond Raman line {expected:.1f} nm not detected (not diamond, or no signal)")
+    elif raman.snr < RAMAN_CHECK_SNR:
+        notes.append(f"Raman line too weak (SNR {raman.snr:.0f}) for the wavelength check")
     else:
         off = raman.position_nm - expected
         if abs(off) > RAMAN_TOLERANCE_NM:
