@@ -129,8 +129,14 @@ def main() -> int:
                     key = r.split(" (")[0].split(":")[0]
                     reasons[key] = reasons.get(key, 0) + 1
     print("  natural referral reasons:", reasons)
+    same, cross = out["same instrument (A-A)"], out["across instruments (A-B)"]
+    checks = {"FRR <= 0.1 % at FAR <= 0.01 %, same instrument": same["frr_at_far"] <= 0.001,
+              "FRR <= 1 % at FAR <= 0.01 %, across instruments": cross["frr_at_far"] <= 0.01,
+              "synthetic referral 100 %": syn == 1.0, "natural referral <= 2 %": nat <= 0.02}
+    for what, ok in checks.items():
+        print(f"target {what}: {'OK' if ok else 'MISSED'}")
     print(f"total {time.perf_counter() - t0:.0f} s")
-    return 0
+    return 0 if all(checks.values()) else 1
 
 
 if __name__ == "__main__":

@@ -62,3 +62,10 @@ def test_a_dark_frame_is_not_a_lamp():
     with pytest.raises(CalibrationError) as exc:
         fit_wavelengths(dark, inst.wavelength_coeffs)
     assert "lamp" in exc.value.fix
+
+
+def test_the_lamp_emits_every_listed_line():
+    from drivers.sim.spectra import HG_AR_LINES
+
+    lamp = set(HgArLamp().emission().centres.tolist())
+    assert set(HG_AR_LINES) <= lamp and len(HG_AR_LINES) == 23

@@ -123,3 +123,16 @@ def test_fast_and_checked_csv_paths_agree(rows, header):
         return
     if fast is not None:
         assert np.array_equal(fast[0], checked[0]) and np.array_equal(fast[1], checked[1])
+
+
+def test_a_flat_zero_spectrum_and_a_short_range_are_named(tmp_path):
+    zero = tmp_path / "zero.csv"
+    zero.write_text("\n".join(f"{400 + i},0" for i in range(700)))
+    short = tmp_path / "short_range.csv"
+    short.write_text("\n".join(f"{500 + i},1" for i in range(100)))
+    r = run("fingerprint", "compute", zero, short, "--out", tmp_path / "out")
+    assert r.returncode == 1
+    errs = r.stderr.strip().splitlines()
+    assert "zero.csv: the spectrum has no positive signal" in errs[0]
+    assert "short_range.csv: covers 500-599 nm" in errs[1]
+    assert not list((tmp_path / "out").glob("*.json"))

@@ -36,10 +36,20 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=run_screen)
 
 
+def _nm(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of nm") from None
+    if not 0.0 < v < 2000.0:
+        raise argparse.ArgumentTypeError(f"{text} nm is not a plausible wavelength or width")
+    return v
+
+
 def _optics(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--laser-nm", type=float, default=DEFAULT_LASER_NM,
+    s.add_argument("--laser-nm", type=_nm, default=DEFAULT_LASER_NM,
                    help=f"excitation laser; sets where the diamond Raman line must be (default {DEFAULT_LASER_NM:g})")
-    s.add_argument("--resolution-nm", type=float, default=DEFAULT_RESOLUTION_NM,
+    s.add_argument("--resolution-nm", type=_nm, default=DEFAULT_RESOLUTION_NM,
                    help=f"instrument FWHM resolution (default {DEFAULT_RESOLUTION_NM:g})")
 
 

@@ -105,7 +105,7 @@ class Instrument:
         if em.centres.size:
             s = np.sqrt((em.fwhms[:, None] / 2.3548) ** 2 + lsf_var)
             g = np.exp(-0.5 * ((wl[None, :] - em.centres[:, None]) / s) ** 2) / (s * np.sqrt(2 * np.pi))
-            density += em.areas @ g if em.areas.ndim == 1 else 0
+            density += em.areas @ g
         if em.band_centres.size:
             s = np.sqrt(em.band_sigmas[:, None] ** 2 + lsf_var)
             g = np.exp(-0.5 * ((wl[None, :] - em.band_centres[:, None]) / s) ** 2) / (s * np.sqrt(2 * np.pi))
