@@ -81,3 +81,21 @@ def test_artifact_bytes_are_deterministic_and_round_trip():
     assert np.array_equal(doc["wavelength_nm"], wl.astype(np.float32))
     # tag 85 (0xd8 0x55) = RFC 8746 float32 little-endian
     assert b"\xd8\x55" in one
+
+
+def test_acquisition_artifacts_hash_the_same_twice_and_read_back(units):
+    from station.spectra.acquire import acquire
+    from station.spectra.analyse import acquisition_artifacts
+    from station.spectra.artifact import sha256
+
+    a, _, pa, _, _ = units
+    a.place(STONES[2])
+    acq = acquire(a)
+    spec = pa.process(acq.raw, acq.dark)
+    one = acquisition_artifacts(acq, pa, spec, {"serial": a.serial})
+    two = acquisition_artifacts(acq, pa, spec, {"serial": a.serial})
+    assert {k: sha256(v) for k, v in one.items()} == {k: sha256(v) for k, v in two.items()}
+    raw = from_artifact_bytes(one["raw"])
+    assert raw["kind"] == "raw" and raw["meta"]["serial"] == a.serial and raw["meta"]["scans"] == acq.scans
+    assert np.array_equal(raw["values"], acq.raw.astype(np.float32)) and raw["wavelength_nm"].size == 2048
+    assert from_artifact_bytes(one["processed"])["values"].size == GRID.size

@@ -41,3 +41,19 @@ class Analysis:
 def analyse(spectrum: Spectrum, laser_nm: float, resolution_nm: float = DEFAULT_RESOLUTION_NM) -> Analysis:
     peaks = peak_table(spectrum.lines, laser_nm, resolution_nm)
     return Analysis(fingerprint(spectrum.values), peaks, screen(peaks, laser_nm))
+
+
+def acquisition_artifacts(acq: Acquisition, processor, spectrum: Spectrum, meta: dict | None = None) -> dict[str, bytes]:
+    """The bytes to store next to the outbox for one stone: the raw counts and
+    the dark frame on the unit's calibrated pixel wavelengths, and the processed
+    spectrum on GRID. A record carries ``artifact.sha256`` of each."""
+    from station.spectra.artifact import to_artifact_bytes
+
+    m = {"integration_us": int(acq.integration_us), "scans": int(acq.scans), **(meta or {})}
+    wl = processor.wavelengths
+    return {
+        "raw": to_artifact_bytes(wl, acq.raw, kind="raw", unit="counts", meta=m),
+        "dark": to_artifact_bytes(wl, acq.dark, kind="dark", unit="counts", meta=m),
+        "processed": to_artifact_bytes(spectrum.wavelengths, spectrum.values, kind="processed",
+                                       unit="relative photon density (mean 1)", meta=m),
+    }

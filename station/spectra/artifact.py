@@ -4,7 +4,7 @@ Format ``station-spectrum/1``: one deterministic CBOR map (RFC 8949 core
 deterministic encoding: shortest lengths, keys sorted) with
 
     "format":        "station-spectrum/1"
-    "kind":          "raw" | "processed"
+    "kind":          "raw" | "dark" | "processed"
     "wavelength_nm": tag 85 (RFC 8746: float32 little-endian typed array)
     "values":        tag 85, same length as wavelength_nm
     "unit":          text, e.g. "counts" or "relative photon density"

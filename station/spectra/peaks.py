@@ -10,7 +10,9 @@ The height's standard error follows from the fit residual, so
     SNR = height / standard error(height)
 
 is a z-score: under Gaussian noise and no line, SNR >= 5 happens with
-probability 2.9e-7. Position and FWHM come from the background-subtracted
+probability 2.9e-7. The standard error is widened for the residual's lag-1
+autocorrelation (resampled spectra have correlated neighbours), otherwise the
+z-score would be overconfident. Position and FWHM come from the background-subtracted
 data (three-point Gaussian interpolation; half-maximum crossings).
 """
 
@@ -38,6 +40,7 @@ class Peak:
     height: float         # in units of the normalised spectrum
     fwhm_nm: float
     snr: float
+    expected_fwhm_nm: float = float("nan")   # the fitted line shape's FWHM (doublet: plus its splitting)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -76,7 +79,8 @@ def _models(laser_nm: float, resolution_nm: float):
                 cols.append(_shape(x, oc, np.hypot(oz, resolution_nm)))
         X = np.stack(cols, axis=1)
         xtx_inv = np.linalg.pinv(X.T @ X)
-        out[name] = (centre, lo, hi, X, xtx_inv @ X.T, xtx_inv[0, 0])
+        expected = float(width + (max(comps) - min(comps)))
+        out[name] = (centre, lo, hi, X, xtx_inv @ X.T, xtx_inv[0, 0], expected)
     return out
 
 
@@ -84,17 +88,21 @@ def peak_table(values: np.ndarray, laser_nm: float, resolution_nm: float = DEFAU
     """Measure every known centre (and the Raman line of ``laser_nm``) on a
     spectrum on GRID."""
     peaks = []
-    for name, (centre, lo, hi, X, solver, var_h) in _models(float(laser_nm), float(resolution_nm)).items():
+    for name, (centre, lo, hi, X, solver, var_h, expected) in _models(float(laser_nm), float(resolution_nm)).items():
         y = values[lo:hi]
         beta = solver @ y
         resid = y - X @ beta
         dof = max(1, y.size - X.shape[1])
-        se = np.sqrt(resid @ resid / dof * var_h)
+        rss = float(resid @ resid)
+        # Neighbouring grid points share pixels (resampling) and background wiggles: the residual is
+        # not white. With lag-1 correlation r the variance of a smooth estimate grows by (1+r)/(1-r).
+        r1 = min(0.9, max(0.0, float(resid[:-1] @ resid[1:]) / rss)) if rss > 0 else 0.0
+        se = np.sqrt(rss / dof * var_h * (1 + r1) / (1 - r1))
         h = float(beta[0])
         snr = h / se if se > 0 else (np.inf if h > 0 else 0.0)
         local = y - X[:, 1:3] @ beta[1:3]  # data minus the local background
         position, fwhm = _locate(GRID[lo:hi], local, centre)
-        peaks.append(Peak(name, round(centre, 3), position, h, fwhm, float(snr)))
+        peaks.append(Peak(name, round(centre, 3), position, h, fwhm, float(snr), round(expected, 3)))
     return peaks
 
 

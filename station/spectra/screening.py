@@ -14,6 +14,7 @@ from station.spectra.peaks import RAMAN_NAME, Peak
 
 SNR_PRESENT = 5.0          # z-score: 2.9e-7 one-sided false-alarm probability per test
 POSITION_TOLERANCE_NM = 1.0
+WIDTH_FACTOR = 2.0         # a measured FWHM more than twice the expected line shape is not that line
 RAMAN_TOLERANCE_NM = 0.25
 RAMAN_CHECK_SNR = 20.0     # below this the Raman position itself is too uncertain to judge the calibration
 
@@ -44,8 +45,10 @@ class Verdict:
 
 
 def present(p: Peak) -> bool:
+    """Detected (SNR), where the centre is (position), and shaped like it (not a broad hump)."""
     return bool(p.snr >= SNR_PRESENT and np.isfinite(p.position_nm)
-                and abs(p.position_nm - p.centre_nm) <= POSITION_TOLERANCE_NM)
+                and abs(p.position_nm - p.centre_nm) <= POSITION_TOLERANCE_NM
+                and np.isfinite(p.fwhm_nm) and p.fwhm_nm <= WIDTH_FACTOR * p.expected_fwhm_nm)
 
 
 def screen(peaks: list[Peak], laser_nm: float) -> Verdict:
