@@ -12,7 +12,8 @@ import numpy as np
 from station.spectra.lines import raman_nm
 from station.spectra.peaks import RAMAN_NAME, Peak
 
-SNR_PRESENT = 5.0          # z-score: 2.9e-7 one-sided false-alarm probability per test
+SNR_PRESENT = 5.0          # z-score: 2.9e-7 one-sided false-alarm probability per test under white noise
+N3_SNR_PASS = 8.0          # N3 is the only evidence that lets a stone PASS: a stricter false-alarm bound
 POSITION_TOLERANCE_NM = 1.0
 WIDTH_FACTOR = 2.0         # a measured FWHM more than twice the expected line shape is not that line
 RAMAN_TOLERANCE_NM = 0.25
@@ -44,9 +45,9 @@ class Verdict:
         return {"verdict": self.verdict, "reasons": self.reasons, "notes": self.notes}
 
 
-def present(p: Peak) -> bool:
+def present(p: Peak, min_snr: float = SNR_PRESENT) -> bool:
     """Detected (SNR), where the centre is (position), and shaped like it (not a broad hump)."""
-    return bool(p.snr >= SNR_PRESENT and np.isfinite(p.position_nm)
+    return bool(p.snr >= min_snr and np.isfinite(p.position_nm)
                 and abs(p.position_nm - p.centre_nm) <= POSITION_TOLERANCE_NM
                 and np.isfinite(p.fwhm_nm) and p.fwhm_nm <= WIDTH_FACTOR * p.expected_fwhm_nm)
 
@@ -70,7 +71,7 @@ def screen(peaks: list[Peak], laser_nm: float) -> Verdict:
     n3 = by.get("N3")
     if n3 is None:
         refer.append("N3 415.2 nm not covered by the spectrum")
-    elif present(n3):
+    elif present(n3, N3_SNR_PASS):
         notes.append("N3 415.2 nm present (type Ia)")
     else:
         refer.append("N3 415.2 nm absent (type II)")
