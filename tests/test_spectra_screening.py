@@ -12,7 +12,7 @@ from station.spectra.analyse import analyse
 from station.spectra.lines import raman_nm
 from station.spectra.peaks import Peak
 from station.spectra.process import Processor
-from station.spectra.screening import (POSITION_TOLERANCE_NM, RAMAN_TOLERANCE_NM, SNR_PRESENT, WIDTH_FACTOR, present,
+from station.spectra.screening import (N3_SNR_PASS, POSITION_TOLERANCE_NM, RAMAN_TOLERANCE_NM, SNR_PRESENT, WIDTH_FACTOR, present,
                                        screen)
 
 
@@ -88,6 +88,13 @@ def test_width_boundary_is_inclusive():
     assert present(Peak("SiV", c, c, 1.0, WIDTH_FACTOR * 2.0, 10.0, 2.0))
     assert not present(Peak("SiV", c, c, 1.0, WIDTH_FACTOR * 2.0 + 1e-6, 10.0, 2.0))
     assert not present(Peak("SiV", c, c, 1.0, float("nan"), 10.0, 2.0))
+
+
+def test_n3_must_reach_the_stricter_pass_threshold():
+    at = screen(_peaks(N3=(415.2, N3_SNR_PASS)), LASER_NM)
+    below = screen(_peaks(N3=(415.2, float(np.nextafter(N3_SNR_PASS, 0)))), LASER_NM)
+    assert at.verdict == "PASS" and "N3 415.2 nm present (type Ia)" in at.notes
+    assert below.verdict == "REFER" and below.reasons == ["N3 415.2 nm absent (type II)"]
 
 
 def test_raman_position_boundary():
