@@ -99,3 +99,12 @@ def test_acquisition_artifacts_hash_the_same_twice_and_read_back(units):
     assert raw["kind"] == "raw" and raw["meta"]["serial"] == a.serial and raw["meta"]["scans"] == acq.scans
     assert np.array_equal(raw["values"], acq.raw.astype(np.float32)) and raw["wavelength_nm"].size == 2048
     assert from_artifact_bytes(one["processed"])["values"].size == GRID.size
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 7, 640, 5119, 5120, 100_003])
+def test_top_k_equals_a_full_sort(n):
+    rng = np.random.default_rng(n)
+    s = rng.normal(size=n).astype(np.float32)
+    s[rng.integers(0, n, size=min(n, 3))] = 9.0  # ties at the top
+    expected = np.lexsort((np.arange(n), -s))[:5]
+    assert list(top_k(s, 5)) == list(expected)

@@ -43,12 +43,28 @@ class References:
         return np.asarray(probe, dtype=np.float32) @ self.columns
 
 
+_BLOCK = 128
+
+
 def top_k(s: np.ndarray, k: int = TOP) -> np.ndarray:
+    """Indices of the k largest scores, best first. For large N, the k best
+    lie in the k blocks with the largest maxima: one pass of block maxima and
+    a selection among k*128 candidates instead of a selection over all N
+    (argpartition over 100,000 scores costs as much as a third of the product)."""
     k = min(k, s.size)
     if k == 0:
         return np.zeros(0, dtype=np.intp)
-    idx = np.argpartition(s, s.size - k)[s.size - k:] if s.size > k else np.arange(s.size)
-    return idx[np.argsort(-s[idx], kind="stable")]
+    n_full = s.size // _BLOCK * _BLOCK
+    if n_full >= 8 * k * _BLOCK:
+        maxima = s[:n_full].reshape(-1, _BLOCK).max(axis=1)
+        blocks = np.argpartition(maxima, maxima.size - k)[maxima.size - k:]
+        cand = (blocks[:, None] * _BLOCK + np.arange(_BLOCK)).ravel()
+        cand = np.concatenate([cand, np.arange(n_full, s.size)])
+    else:
+        cand = np.arange(s.size)
+    sub = s[cand]
+    idx = cand[np.argpartition(sub, sub.size - k)[sub.size - k:]] if sub.size > k else cand
+    return idx[np.lexsort((idx, -s[idx]))]  # best first; equal scores by index
 
 
 def match(refs: References | np.ndarray, probe: np.ndarray, k: int = TOP) -> MatchResult:
