@@ -18,7 +18,8 @@ data (three-point Gaussian interpolation; half-maximum crossings).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -43,9 +44,13 @@ class Peak:
     expected_fwhm_nm: float = float("nan")   # the fitted line shape's FWHM (doublet: plus its splitting)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        return {k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else (None if isinstance(v, float) else v))
-                for k, v in d.items()}
+        """Floats rounded to 4 decimals; NaN (not measurable) as null."""
+        return {k: (v if not isinstance(v, float) else round(v, 4) if math.isfinite(v) else None)
+                for k, v in zip(_FIELDS, (self.name, self.centre_nm, self.position_nm, self.height, self.fwhm_nm,
+                                          self.snr, self.expected_fwhm_nm))}
+
+
+_FIELDS = tuple(f.name for f in fields(Peak))
 
 
 def _features(laser_nm: float) -> dict[str, tuple[tuple[float, ...], float]]:
