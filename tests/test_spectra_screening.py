@@ -97,6 +97,15 @@ def test_n3_must_reach_the_stricter_pass_threshold():
     assert below.verdict == "REFER" and below.reasons == ["N3 415.2 nm absent (type II)"]
 
 
+def test_a_laser_that_cannot_excite_n3_refers_with_that_reason():
+    for laser in (532.0, 410.0):
+        v = screen([Peak("Raman", round(raman_nm(laser), 3), raman_nm(laser), 1.0, 1.3, 50.0, 1.3)], laser)
+        assert v.verdict == "REFER" and v.reasons[0].startswith(f"N3 415.2 nm cannot be excited by a {laser:g} nm laser")
+    below = float(np.nextafter(410.0, 0))
+    v = screen([Peak("N3", 415.2, 415.2, 1.0, 2.0, 20.0, 2.0)], below)  # N3 judged normally (no Raman given)
+    assert "N3 415.2 nm present (type Ia)" in v.notes
+
+
 def test_raman_position_boundary():
     r = raman_nm(LASER_NM)
     ok = screen(_peaks(Raman=(r + RAMAN_TOLERANCE_NM - 1e-9, 50.0)), LASER_NM)

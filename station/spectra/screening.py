@@ -13,6 +13,7 @@ from station.spectra.lines import raman_nm
 from station.spectra.peaks import RAMAN_NAME, Peak
 
 SNR_PRESENT = 5.0          # z-score: 2.9e-7 one-sided false-alarm probability per test under white noise
+N3_MAX_LASER_NM = 410.0    # N3 emission starts at 415.2 nm; the probe's long-pass filter sits a few nm above the laser
 N3_SNR_PASS = 8.0          # N3 is the only evidence that lets a stone PASS: a stricter false-alarm bound
 POSITION_TOLERANCE_NM = 1.0
 WIDTH_FACTOR = 2.0         # a measured FWHM more than twice the expected line shape is not that line
@@ -69,7 +70,10 @@ def screen(peaks: list[Peak], laser_nm: float) -> Verdict:
         else:
             notes.append(f"Raman {raman.position_nm:.2f} nm (expected {expected:.2f}, SNR {raman.snr:.0f})")
     n3 = by.get("N3")
-    if n3 is None:
+    if laser_nm >= N3_MAX_LASER_NM:
+        refer.append(f"N3 415.2 nm cannot be excited by a {laser_nm:g} nm laser (needs one below "
+                     f"{N3_MAX_LASER_NM:g} nm, e.g. 405 nm)")
+    elif n3 is None:
         refer.append("N3 415.2 nm not covered by the spectrum")
     elif present(n3, N3_SNR_PASS):
         notes.append("N3 415.2 nm present (type Ia)")
