@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from drivers.sim.spectra import HalogenLamp, HgArLamp, Instrument, SimulatedSpectrometer, population
+from drivers.sim.spectra import HalogenLamp, HgArLamp, Instrument, SimulatedSpectrometer, Simulant, population
 from station.spectra.acquire import acquire
 from station.spectra.analyse import analyse, calibration_from_lamps
 from station.spectra.calibration import Calibration
@@ -84,6 +84,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--serial-a", default="SPX-A-0001")
     ap.add_argument("--serial-b", default="SPX-B-0002")
+    ap.add_argument("--simulants", type=int, default=400, help="ASSURE adds 200 simulants per 1,200 stones")
     ap.add_argument("--uncalibrated", action="store_true", help="also measure B with its stored calibration only")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -126,6 +127,11 @@ def main() -> int:
     kinds = np.array([s.kind for s in stones])
     for k in np.unique(kinds):
         print(f"  {k}: {int((kinds == k).sum())} stones, referral {refer[:, kinds == k].mean():.2%}")
+    sims = [Simulant(f"SIM-{i:05d}", ("moissanite", "cubic_zirconia")[i % 2]) for i in range(args.simulants)]
+    if sims:
+        _, vs = measure(A, pa, cal_a, sims)
+        print(f"simulant referral {np.mean([v.verdict == 'REFER' for v in vs]):.2%} of {len(sims)} "
+              "(moissanite and cubic zirconia, once on A)")
     n3 = np.stack(measure.n3_snr[:3])
     syn_n3 = n3[:, ~natural]
     print(f"  N3 SNR in synthetics (no N3 in the model): max {syn_n3.max():.1f}, >= 5 in {(syn_n3 >= 5).sum()}, "

@@ -139,3 +139,12 @@ def test_auto_integration_lands_near_70_percent_without_saturation():
         acq = acquire(dev)
         assert 0.55 <= acq.fill <= 0.85 and not acq.saturated and not acq.messages, (stone, acq.fill)
         assert acq.dark.max() < 0.2 * dev.max_counts
+
+
+@pytest.mark.parametrize("material", ["moissanite", "cubic_zirconia"])
+def test_a_simulant_is_referred_for_the_missing_diamond_raman_line(a, material):
+    from drivers.sim.spectra import Simulant
+
+    v = _verdict(a, Simulant(f"SIM-{material}", material))
+    assert v.verdict == "REFER"
+    assert v.reasons[0].startswith("diamond Raman line 428.1 nm not detected")

@@ -13,11 +13,11 @@ from drivers.sim.spectra.device import SimulatedSpectrometer
 from drivers.sim.spectra.instrument import FULL_SCALE, Instrument
 from drivers.sim.spectra.lines import (AR_LINES, DIAMOND_CENTRES, DIAMOND_RAMAN_SHIFT_CM, HG_AR_LINES,
                                        HG_LINES, raman_nm)
-from drivers.sim.spectra.sources import (DEFAULT_MIX, KINDS, Dark, Emission, HalogenLamp, HgArLamp, Stone,
-                                         planck_photons, population)
+from drivers.sim.spectra.sources import (DEFAULT_MIX, KINDS, Dark, Emission, HalogenLamp, HgArLamp, Simulant,
+                                         Stone, planck_photons, population)
 
 __all__ = [
     "AR_LINES", "DEFAULT_MIX", "DIAMOND_CENTRES", "DIAMOND_RAMAN_SHIFT_CM", "Dark", "Emission", "FULL_SCALE",
     "HG_AR_LINES", "HG_LINES", "HalogenLamp", "HgArLamp", "Instrument", "KINDS", "SimulatedSpectrometer",
-    "Stone", "planck_photons", "population", "raman_nm",
+    "Simulant", "Stone", "planck_photons", "population", "raman_nm",
 ]

@@ -206,3 +206,36 @@ class Dark:
 
     def emission(self, laser_nm: float = 0.0, rng: np.random.Generator | None = None) -> Emission:
         return Emission()
+
+
+# Raman shifts (cm^-1) and relative strengths of common diamond simulants.
+SIMULANT_RAMAN = {
+    "moissanite": ((767.0, 1.0), (789.0, 0.6), (965.0, 0.3)),   # 6H-SiC
+    "cubic_zirconia": ((470.0, 0.4), (640.0, 1.0)),              # broad bands in a disordered lattice
+}
+
+
+@dataclass(frozen=True)
+class Simulant:
+    """A stone that is not diamond: no 1332.5 cm^-1 line, its own Raman lines,
+    and broad featureless fluorescence."""
+
+    id: str
+    material: str = "moissanite"
+
+    def __post_init__(self) -> None:
+        if self.material not in SIMULANT_RAMAN:
+            raise ValueError(f"unknown simulant {self.material!r}; one of {', '.join(SIMULANT_RAMAN)}")
+
+    def emission(self, laser_nm: float, rng: np.random.Generator | None = None) -> Emission:
+        g = np.random.default_rng(seed_of("simulant", self.id, self.material))
+        scale = rng.lognormal(0.0, 0.15) if rng is not None else 1.0
+        lines = SIMULANT_RAMAN[self.material]
+        width = 0.3 if self.material == "moissanite" else 4.0  # nm: sharp crystal vs disordered
+        return Emission(
+            centres=np.array([raman_nm(laser_nm, shift) for shift, _ in lines]),
+            fwhms=np.full(len(lines), width),
+            areas=np.array([rel for _, rel in lines]) * RAMAN_RATE * scale,
+            band_centres=np.array([g.uniform(500.0, 700.0)]), band_sigmas=np.array([g.uniform(60.0, 120.0)]),
+            band_areas=np.array([g.lognormal(np.log(10.0), 0.7)]) * RAMAN_RATE * scale,
+        )
