@@ -60,7 +60,7 @@ def acquire(link: SpectrometerLink, *, scans: int = 4, start_us: int = START_US,
     while tries < max_tries:
         tries += 1
         link.set_integration_us(t)
-        fill, sat = _fill(link.acquire(), full)
+        fill, sat = _fill(np.asarray(link.acquire()), full)
         if sat:
             if t == min_us:
                 break
@@ -73,10 +73,12 @@ def acquire(link: SpectrometerLink, *, scans: int = 4, start_us: int = START_US,
             break  # at a limit
         t = new
     link.set_scans(scans)
-    raw = link.acquire()
+    raw = np.asarray(link.acquire())
     link.set_lamp(False)
-    dark = link.acquire()
-    link.set_lamp(True)
+    try:
+        dark = np.asarray(link.acquire())
+    finally:
+        link.set_lamp(True)  # the next stone expects the light on, even after a failed dark frame
     _, sat = _fill(raw, full)
     # judged on the dark-subtracted frame: hot pixels at long integration are not signal
     floor = float(np.partition(dark, dark.size // 100)[dark.size // 100])
