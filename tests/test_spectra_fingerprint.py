@@ -108,3 +108,19 @@ def test_top_k_equals_a_full_sort(n):
     s[rng.integers(0, n, size=min(n, 3))] = 9.0  # ties at the top
     expected = np.lexsort((np.arange(n), -s))[:5]
     assert list(top_k(s, 5)) == list(expected)
+
+
+def test_analysis_goes_into_a_record_as_deterministic_cbor(units):
+    import cbor2
+
+    from station.spectra.analyse import analyse
+
+    a, _, pa, _, _ = units
+    an = analyse(measure(a, pa, STONES[0]), 405.0, 1.3)
+    doc = an.to_cbor()
+    data = cbor2.dumps(doc, canonical=True)
+    assert data == cbor2.dumps(an.to_cbor(), canonical=True)
+    back = cbor2.loads(data)
+    assert back["fingerprint"].tag == 85
+    assert np.array_equal(np.frombuffer(back["fingerprint"].value, "<f4"), an.fingerprint)
+    assert back["screening"]["verdict"] == "PASS" and {p["name"] for p in back["peaks"]} >= {"N3", "Raman"}

@@ -37,6 +37,15 @@ class Analysis:
     peaks: list[Peak]
     verdict: Verdict
 
+    def to_cbor(self) -> dict:
+        """What a record carries for the spectrum (besides the artifacts' SHA-256):
+        the fingerprint as an RFC 8746 float32 little-endian typed array (tag 85),
+        the peak table (NaN as null) and the verdict with its reasons."""
+        from station.spectra.artifact import _typed
+
+        return {"fingerprint": _typed(self.fingerprint), "peaks": [p.to_json() for p in self.peaks],
+                "screening": self.verdict.to_json()}
+
 
 def analyse(spectrum: Spectrum, laser_nm: float, resolution_nm: float = DEFAULT_RESOLUTION_NM) -> Analysis:
     peaks = peak_table(spectrum.lines, laser_nm, resolution_nm)
