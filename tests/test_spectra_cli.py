@@ -107,6 +107,13 @@ def test_csv_reader_round_trips_what_it_is_given(values, header):
     assert wl.size == len(values) and np.array_equal(y, np.array(values))
 
 
+def test_fast_path_never_accepts_what_the_checked_path_splits_differently():
+    text = "\n".join(f"{400 + i}\x0c,{i}" for i in range(60))
+    assert _parse_fast(text) is None
+    with pytest.raises(SpectrumFileError):
+        parse_spectrum_csv(text.encode(), "ff.csv")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["400", " 401.5", "402e0", "4_03", "nan", "x", "", "-1", "405.25 ", "1e309"]),
                           st.sampled_from(["1", "2.5", " -3", "nan", "", "7,8", "inf", "1e3"])), min_size=0, max_size=70),

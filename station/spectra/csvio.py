@@ -18,6 +18,8 @@ from station.spectra.errors import SpectrumFileError
 
 HEADER = ("wavelength_nm", "intensity")
 MIN_POINTS = 50
+# str.splitlines() (the checked path) also breaks lines on these; the fast path must not differ
+_OTHER_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 _FIX = "write one `wavelength_nm,intensity` pair of numbers per line, wavelengths increasing"
 
 
@@ -34,7 +36,7 @@ def _parse_fast(text: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The common, clean file in one vectorised conversion (3x faster than
     line by line). Anything unusual returns None and goes the checked way,
     which accepts the same files and names the problem."""
-    if "#" in text or "\r" in text:
+    if "#" in text or any(c in text for c in _OTHER_BREAKS):
         return None
     lines = text.split("\n")
     while lines and not lines[-1].strip():
