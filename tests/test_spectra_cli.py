@@ -107,6 +107,13 @@ def test_csv_reader_round_trips_what_it_is_given(values, header):
     assert wl.size == len(values) and np.array_equal(y, np.array(values))
 
 
+def test_windows_line_ends_take_the_fast_path():
+    text = "wavelength_nm,intensity\r\n" + "\r\n".join(f"{400 + i},{i}" for i in range(60)) + "\r\n"
+    fast = _parse_fast(text)
+    assert fast is not None and np.array_equal(fast[1], np.arange(60.0))
+    assert np.array_equal(_parse_checked(text, "w.csv")[0], fast[0])
+
+
 def test_fast_path_never_accepts_what_the_checked_path_splits_differently():
     text = "\n".join(f"{400 + i}\x0c,{i}" for i in range(60))
     assert _parse_fast(text) is None
