@@ -270,6 +270,10 @@ def _parser() -> argparse.ArgumentParser:
                    "fault garbage|partial | fault timeout S | unplug | replug | clear | status")
     s.set_defaults(func=cmd_sim_control)
 
+    from station.spectra import cli as spectra_cli  # registers `fingerprint` and `screen`; imports numpy lazily
+
+    spectra_cli.add_commands(sub, common)
+
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
     s.add_argument("--stones", type=int, default=5, help="how many stones (default 5)")
     s.add_argument("--keep", metavar="DIR", help="keep the demo's config, keys and outbox in DIR")
