@@ -230,6 +230,10 @@ class RegisterServer:
         async def shutdown() -> None:
             if server is not None:
                 await server.shutdown()
+            # Requests still waiting (a muted device) die with the device.
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(_START_WAIT_S)
