@@ -129,6 +129,12 @@ def cmd_sim(args) -> int:
     return sim_cli.run(args)
 
 
+def cmd_sim_spectrometer(args) -> int:
+    from drivers.sim import spectro_cli
+
+    return spectro_cli.run(args)
+
+
 def cmd_sim_control(args) -> int:
     from drivers.sim.control import SimControl
 
@@ -198,10 +204,16 @@ def _parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim)
+    s = sim.add_parser("spectrometer", parents=[common], help="a simulated spectrometer: serial, Modbus RTU or TCP")
+    from drivers.sim import spectro_cli
+
+    spectro_cli.add_arguments(s)
+    s.set_defaults(func=cmd_sim_spectrometer)
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
-                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status")
+                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status; "
+                   "spectrometer: stone ID KIND | lamp hgar|off | dark | light | saturate")
     s.set_defaults(func=cmd_sim_control)
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
