@@ -7,8 +7,11 @@ is a visible protocol change.
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers import spectro_frames as wire
+from drivers.errors import DeviceRefused, DriverError, LinkError, ProtocolError, ReplyTimeout
 from drivers.serial_link import SerialLink
 from drivers.spectro_serial import SerialSpectrometer
 
@@ -179,3 +182,26 @@ def test_silence_is_a_reply_timeout():
         spec = make(peer)
         with pytest.raises(ReplyTimeout):
             spec.identify()
+
+
+# -- the driver on arbitrary replies ------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reply=st.one_of(st.binary(max_size=40), st.binary(max_size=30).map(lambda b: STX + BLOCK[:12] + b)),
+       command=st.sampled_from(["S", "?x1", "J1"]))
+def test_arbitrary_replies_raise_only_driver_errors(reply, command):
+    """Whatever the device sends back, the caller sees a value or a DriverError."""
+    request = command.encode() + b"\r\n"
+    with ExpectedProtocol(IDENTIFY + [(request, reply)]) as peer:
+        spec = SerialSpectrometer(SerialLink(peer.port, baudrate=115200, timeout=0.1), reply_timeout=0.1)
+        spec.identify()
+        # One exchange each: a reply that happens to be valid must not lead the
+        # driver on to a command the script does not expect.
+        action = {"S": spec.acquire, "J1": lambda: spec.set_lamp(True),
+                  "?x1": lambda: wire.parse_float(spec._query("?x1"), "c0")}
+        try:
+            action[command]()
+        except DriverError as e:
+            assert e.what and e.fix
+        spec.close()
