@@ -128,7 +128,7 @@ def test_half_an_integration_time_is_refused(sim, spec):
 
 
 def test_a_trigger_while_busy_is_refused(sim, spec):
-    spec.set_integration_us(10_000_000)  # 0.5 s at speed 20
+    spec.set_integration_us(60_000_000)  # 3 s at speed 20: still busy at the second write
     spec.link.write_register(m.REG_COMMAND, m.CMD_ACQUIRE)
     with pytest.raises(DeviceRefused, match=r"device busy \(6\)"):
         spec.link.write_register(m.REG_COMMAND, m.CMD_ACQUIRE)

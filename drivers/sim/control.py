@@ -40,7 +40,7 @@ def run_command(sim: Any, line: str) -> dict:
             return {"ok": True, **sim.status()}
         if name == "fault" and len(args) == (2 if args[:1] == ["timeout"] else 1):
             sim.inject(args[0], *map(float, args[1:]))
-        elif name in table and len(args) == len(table[name][1]):
+        elif name in table and len(args) == len(table[name][1]) and hasattr(sim, table[name][0]):
             method, types = table[name]
             getattr(sim, method)(*(t(a) for t, a in zip(types, args)))
         else:
