@@ -38,7 +38,8 @@ from station.records.chain import RecordWriter
 from station.records.cose import Signer
 from station.delivery.outbox import Outbox
 from station.delivery.publisher import Publisher
-from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.reading import DeviceIdentity
+from station.instruments.reading import mass_reading as MassReading
 from station.records.payload import RecordInput, utc_now
 
 TARGET_RATIO = 0.25

@@ -48,9 +48,9 @@ def cmd_config_check(args) -> int:
         for file, what, fix in exc.problems or [(None, exc.what, exc.fix)]:
             console.error_line(f"{file}: {what}. Fix: {fix}" if file else f"{what}. Fix: {fix}")
         return 1
-    mode = "SIMULATED balance" if cfg.simulated else "real balance"
-    console.out.print(f"{path}: OK (station {cfg.station.id}, {mode} on {cfg.devices.balance.port}, "
-                      f"broker {cfg.mqtt.host}:{cfg.mqtt.port})")
+    devices = ", ".join(f"{name}: {'SIMULATED ' if d.simulate else ''}{d.kind} {d.driver}"
+                        f"{' on ' + d.port if getattr(d, 'port', None) else ''}" for name, d in cfg.devices.items())
+    console.out.print(f"{path}: OK (station {cfg.station.id}; {devices}; broker {cfg.mqtt.host}:{cfg.mqtt.port})")
     return 0
 
 
@@ -77,6 +77,37 @@ def cmd_keys_public(args) -> int:
     return 0
 
 
+# --- certs (mutual TLS with the broker) -----------------------------------------
+
+def cmd_certs_request(args) -> int:
+    from station.delivery import certs
+
+    cfg = _config(args)
+    key = Path(args.key) if args.key else cfg.mqtt.key_file
+    if key is None:
+        raise StationError("no key path: mqtt.key_file is not set", f"set mqtt.key_file in {cfg.source} or pass --key")
+    csr = Path(args.csr) if args.csr else key.with_suffix(".csr")
+    certs.request(cfg.station.id, key, csr, force=args.force)
+    console.out.print(f"Wrote the TLS key {key} (mode 0600) and the request {csr} (CN={cfg.station.id}). "
+                      "Send the .csr (never the key) to the central CA; install the signed certificate "
+                      "as mqtt.cert_file and the CA's certificate as mqtt.ca_file.")
+    return 0
+
+
+def cmd_certs_check(args) -> int:
+    from station.delivery.tls import from_config
+
+    cfg = _config(args)
+    if not cfg.mqtt.tls:
+        raise StationError(f"{cfg.source}: mutual TLS is not configured",
+                           "set mqtt.ca_file, mqtt.cert_file and mqtt.key_file")
+    tls, _ = from_config(cfg.mqtt, cfg.station.id)
+    assert tls is not None
+    console.out.print(f"{tls.cert_file}: OK for station {cfg.station.id} (CN {tls.identity!r}), "
+                      f"valid until {tls.not_after:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
 # --- run --------------------------------------------------------------------
 
 def cmd_run(args) -> int:
@@ -88,7 +119,11 @@ def cmd_run(args) -> int:
     if not operator or not lot:
         missing = "operator" if not operator else "lot"
         raise config.ConfigError(f"no {missing} ID given", f"pass --{missing} ID or set session.{missing} in {cfg.source}")
-    station = Station(cfg, Session(operator=operator, lot=lot), console.say)
+    from station.session.events import EventBus
+
+    bus = EventBus()
+    bus.subscribe(console.show_event)
+    station = Station(cfg, Session(operator=operator, lot=lot), bus)
     station.install_signal_handlers()
     return station.run(max_stones=args.max_stones, drain_timeout=args.drain_timeout)
 
@@ -151,6 +186,24 @@ def cmd_sim_control(args) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_sim_broker(args) -> int:
+    import signal
+    import threading
+
+    from station.app.broker import Mosquitto
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Mosquitto(Path(args.dir) if args.dir else None, port=args.port) as broker:
+        console.say("info", f"MQTT broker on {broker.host}:{broker.port} (mosquitto pid {broker.pid}); "
+                    "stop it with Ctrl-C")
+        while not stop.wait(0.5):
+            if broker.pid is None:
+                break
+    return 0
+
+
 def cmd_demo(args) -> int:
     from station.app import demo
 
@@ -178,6 +231,15 @@ def _parser() -> argparse.ArgumentParser:
     s = k.add_parser("public", parents=[common], help="print the public key (kid, or --jwk)")
     s.add_argument("--jwk", action="store_true", help="print an OKP JWK")
     s.set_defaults(func=cmd_keys_public)
+
+    t = sub.add_parser("certs", help="TLS certificate for the broker").add_subparsers(metavar="ACTION")
+    s = t.add_parser("request", parents=[common], help="write a TLS key (0600) and a CSR for the central CA")
+    s.add_argument("--key", metavar="FILE", help="where to write the key (default: mqtt.key_file)")
+    s.add_argument("--csr", metavar="FILE", help="where to write the CSR (default: the key's path with .csr)")
+    s.add_argument("--force", action="store_true", help="replace an existing key and CSR")
+    s.set_defaults(func=cmd_certs_request)
+    s = t.add_parser("check", parents=[common], help="check the configured CA, certificate and key")
+    s.set_defaults(func=cmd_certs_check)
 
     s = sub.add_parser("run", parents=[common], help="run the station")
     s.add_argument("--operator", help="operator ID (else session.operator)")
@@ -209,6 +271,10 @@ def _parser() -> argparse.ArgumentParser:
 
     spectro_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim_spectrometer)
+    s = sim.add_parser("broker", help="a private MQTT broker (mosquitto) for trying the station by hand")
+    s.add_argument("--port", type=int, default=18830, help="port on 127.0.0.1 (default 18830, the sim config's)")
+    s.add_argument("--dir", metavar="DIR", help="keep its config, log and persistence here (default: a temp dir)")
+    s.set_defaults(func=cmd_sim_broker)
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "

@@ -11,11 +11,13 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from station.errors import ConfigError
+from station.instruments.plugins.base import DeviceConfig
+from station.instruments.registry import KINDS, PLUGINS
 
 DEFAULT_PATH = Path("/etc/station/station.toml")
 ENV_VAR = "STATION_CONFIG"
@@ -40,21 +42,12 @@ class SessionSection(_Strict):
     lot: str | None = None
 
 
-class BalanceConfig(_Strict):
-    driver: Literal["mtsics"]
-    port: Annotated[str, Field(min_length=1)]
-    simulate: bool = False
-    baudrate: PositiveInt = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    xonxoff: bool = False
-    serial: str | None = None
-    reply_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
-
-
-class DevicesSection(_Strict):
-    balance: BalanceConfig
+DeviceName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# Validated by the `driver` key: each plug-in's own table schema (instruments/plugins/).
+AnyDevice = Annotated[
+    Union[tuple(p.config for p in PLUGINS.values())],  # noqa: UP007 - built from the registry
+    Field(discriminator="driver"),
+]
 
 
 class CycleSection(_Strict):
@@ -78,20 +71,57 @@ class MqttSection(_Strict):
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
     client_id: str | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    # Lowered at run time to the broker's Receive Maximum (mosquitto: 20), and said so once.
     window: Annotated[int, Field(ge=1, le=1000)] = 20
+    # Mutual TLS: all three or none. The certificate's CN (or a SAN) must be station.id.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # One line `username:password`, mode 0600; for brokers that want a password too.
+    password_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.ca_file is not None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "MqttSection":
+        given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k) is not None]
+        if given and len(given) != 3:
+            missing = sorted({"ca_file", "cert_file", "key_file"} - set(given))
+            raise ValueError(f"mutual TLS needs ca_file, cert_file and key_file together; missing {', '.join(missing)}")
+        return self
 
 
 class Config(_Strict):
     station: StationSection
     session: SessionSection = SessionSection()
-    devices: DevicesSection
+    devices: dict[DeviceName, AnyDevice]
     cycle: CycleSection = CycleSection()
     mqtt: MqttSection = MqttSection()
     source: Path = Path("<memory>")
 
     @property
     def simulated(self) -> bool:
-        return self.devices.balance.simulate
+        """Any simulated instrument makes the whole station's records simulated."""
+        return any(d.simulate for d in self.devices.values())
+
+    def devices_of(self, kind: str) -> dict[str, DeviceConfig]:
+        return {name: d for name, d in self.devices.items() if d.kind == kind}
+
+    @property
+    def scale_name(self) -> str:
+        return next(iter(self.devices_of("scale")))
+
+    @model_validator(mode="after")
+    def _device_kinds(self) -> "Config":
+        scales = self.devices_of("scale")
+        if len(scales) != 1:
+            raise ValueError(f"devices: exactly one scale is needed to detect stones, found {len(scales)}"
+                             + (f" ({', '.join(scales)})" if scales else ""))
+        if len(self.devices_of("ambient")) > 1:
+            raise ValueError("devices: at most one ambient sensor")
+        return self
 
     @property
     def signing_key_file(self) -> Path:
@@ -148,7 +178,10 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     return cfg
 
 
-_PATH_KEYS = {("station", "state_dir"), ("station", "key_file"), ("station", "sim_key_file")}
+_PATH_KEYS = {
+    ("station", "state_dir"), ("station", "key_file"), ("station", "sim_key_file"),
+    ("mqtt", "ca_file"), ("mqtt", "cert_file"), ("mqtt", "key_file"), ("mqtt", "password_file"),
+}
 
 
 def _paths_as_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -165,21 +198,50 @@ def _paths_as_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _describe(err: dict[str, Any]) -> tuple[str, str]:
     loc = [str(x) for x in err["loc"]]
-    key = ".".join(loc) or "(top level)"
     kind = err["type"]
+    table: type[BaseModel] | None = None
+    driver = ""
+    if len(loc) >= 3 and loc[0] == "devices" and loc[2] in PLUGINS:
+        driver = loc.pop(2)  # pydantic puts the union tag in the path; people never wrote it
+        table = PLUGINS[driver].config
+    key = ".".join(loc) or "(top level)"
+    if kind == "union_tag_invalid":
+        got = err.get("ctx", {}).get("tag", "")
+        close = difflib.get_close_matches(got, PLUGINS, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"{key}.driver: unknown driver {got!r}", f"{hint}(drivers: {_driver_list()})"
+    if kind == "union_tag_not_found":
+        return f"{key}.driver: required key is missing", f"add `driver = ...`, one of: {_driver_list()}"
+    if loc[-1:] == ["[key]"]:
+        return (f"{'.'.join(loc[:-1])}: device name {err.get('input')!r} is not allowed",
+                "name devices with lower-case letters, digits, - and _ (e.g. [devices.scale])")
+    if kind == "literal_error" and table is not None and loc[-1] == "kind":
+        want = table.model_fields["kind"].annotation.__args__[0]
+        return (f"{key}: the {driver} driver is a {want}, not {err.get('input')!r}",
+                f'set kind = "{want}" (kinds: {", ".join(KINDS)})')
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], table)
         close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'?" if close else "remove it"
         return f"{key}: unknown key", f"{hint} (allowed here: {', '.join(allowed)})"
+    if kind == "missing" and loc == ["devices"]:
+        return ("devices: required section is missing",
+                "add a [devices.<name>] table per instrument, at least a scale: [devices.scale] with kind = \"scale\" "
+                "(see config/station.example.toml)")
     if kind == "missing":
-        if loc[-1] in _allowed_keys(loc[:-1]) and _section_model(loc) is not None:
+        if table is None and loc[-1] in _allowed_keys(loc[:-1]) and _section_model(loc) is not None:
             return f"{key}: required section is missing", f"add a [{key}] table (see config/station.example.toml)"
         return f"{key}: required key is missing", f"add `{loc[-1]} = ...` (see config/station.example.toml)"
     msg = err["msg"].removeprefix("Value error, ")
+    if key == "(top level)" and msg.startswith("devices: "):
+        key, msg = "devices", msg.removeprefix("devices: ")
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{key}: {msg}{shown}", "correct the value; config/station.example.toml documents every key"
+
+
+def _driver_list() -> str:
+    return ", ".join(f"{name} ({p.kind})" for name, p in PLUGINS.items())
 
 
 def _section_model(loc: list[str]) -> type[BaseModel] | None:
@@ -193,6 +255,6 @@ def _section_model(loc: list[str]) -> type[BaseModel] | None:
     return model
 
 
-def _allowed_keys(loc: list[str]) -> list[str]:
-    model = _section_model(loc)
+def _allowed_keys(loc: list[str], table: type[BaseModel] | None = None) -> list[str]:
+    model = table if table is not None else _section_model(loc)
     return [k for k in model.model_fields if k != "source"] if model else []

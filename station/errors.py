@@ -61,9 +61,14 @@ class DeviceRefusal(DeviceError):
 
 
 class MeasurementAborted(StationError):
-    """A stone's measurement went wrong; nothing was recorded for it."""
+    """A stone's measurement went wrong; nothing was recorded for it.
+    ``device`` names the instrument at fault ("" when it was the stone)."""
 
-    layer = "cycle"
+    layer = "session"
+
+    def __init__(self, what: str, fix: str, device: str = "") -> None:
+        super().__init__(what, fix)
+        self.device = device
 
 
 class RecordError(StationError):

@@ -96,7 +96,8 @@ sim_key_file = "keys/simulation.key"
 operator = "op-test"
 lot = "LOT-T1"
 
-[devices.balance]
+[devices.scale]
+kind = "scale"
 driver = "mtsics"
 port = "{port}"
 simulate = true

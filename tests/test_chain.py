@@ -9,7 +9,8 @@ from station.records.cose import Signer
 from station.errors import RecordError
 from station.records.keys import init_key
 from station.delivery.outbox import Outbox
-from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.reading import DeviceIdentity
+from station.instruments.reading import mass_reading as MassReading
 from station.records.payload import RecordInput
 from station.central.verify import ChainChecker
 

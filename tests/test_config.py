@@ -20,7 +20,7 @@ def test_config_dir_is_not_empty():
 def test_every_shipped_config_validates(path):
     cfg = config.load(path)
     assert cfg.station.id
-    assert cfg.devices.balance.driver == "mtsics"
+    assert cfg.devices["scale"].driver == "mtsics"
 
 
 def test_example_is_real_hardware_and_sim_is_simulated():
@@ -36,11 +36,11 @@ def _raw():
 
 def test_typo_names_file_key_and_suggestion(tmp_path):
     raw = _raw()
-    raw["devices"]["balance"]["prot"] = "x"
+    raw["devices"]["scale"]["prot"] = "x"
     with pytest.raises(ConfigError) as exc:
         config.parse(raw, tmp_path / "s.toml")
     msg = str(exc.value)
-    assert "s.toml" in msg and "devices.balance.prot" in msg and "did you mean 'port'" in msg
+    assert "s.toml" in msg and "devices.scale.prot" in msg and "did you mean 'port'" in msg
 
 
 def test_unknown_section_is_an_error(tmp_path):
@@ -52,14 +52,14 @@ def test_unknown_section_is_an_error(tmp_path):
 
 def test_wrong_type_is_an_error(tmp_path):
     raw = _raw()
-    raw["devices"]["balance"]["baudrate"] = "9600"
-    with pytest.raises(ConfigError, match="devices.balance.baudrate"):
+    raw["devices"]["scale"]["baudrate"] = "9600"
+    with pytest.raises(ConfigError, match="devices.scale.baudrate"):
         config.parse(raw, tmp_path / "s.toml")
 
 
 def test_every_problem_is_reported(tmp_path):
     raw = _raw()
-    raw["devices"]["balance"]["prot"] = "x"
+    raw["devices"]["scale"]["prot"] = "x"
     raw["mqtt"]["prt"] = 1
     with pytest.raises(ConfigError) as exc:
         config.parse(raw, tmp_path / "s.toml")
@@ -68,7 +68,7 @@ def test_every_problem_is_reported(tmp_path):
 
 def test_simulation_is_never_implied(tmp_path):
     raw = _raw()
-    del raw["devices"]["balance"]["simulate"]
+    del raw["devices"]["scale"]["simulate"]
     assert not config.parse(raw, tmp_path / "s.toml").simulated
 
 
@@ -123,7 +123,7 @@ def test_cli_config_check_ok_and_errors(tmp_path):
     res = _station("config", "check", str(bad))
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
-    assert "devices.balance.simulat" in res.stderr and "did you mean 'simulate'" in res.stderr
+    assert "devices.scale.simulat" in res.stderr and "did you mean 'simulate'" in res.stderr
     missing = _station("config", "check", "--config", str(tmp_path / "none.toml"))
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
 
@@ -135,5 +135,5 @@ def test_missing_section_and_key_are_named(tmp_path):
     with pytest.raises(ConfigError) as exc:
         config.parse(raw, tmp_path / "s.toml")
     found = {what: fix for _, what, fix in exc.value.problems}
-    assert "add a [devices] table" in found["devices: required section is missing"]
+    assert "add a [devices.<name>] table" in found["devices: required section is missing"]
     assert "add `state_dir = ...`" in found["station.state_dir: required key is missing"]

@@ -44,7 +44,8 @@ class Collector:
 
 def run_station(cfg: Path, *extra: str) -> Proc:
     p = Proc(station_cmd("run", "--config", str(cfg), *extra), env=child_env())
-    p.wait_for(r"Balance .* serial SIM0000001")
+    p.wait_for(r"scale: .* serial SIM0000001")
+    p.wait_for(r"Ready\. Place the first stone")
     return p
 
 
@@ -140,8 +141,8 @@ def test_garbage_from_the_balance_aborts_the_stone(tmp_path, sim, setup):
     sim.control.place(150_000)
     st.wait_for(r"Stone detected")
     sim.control.fault("garbage")
-    st.wait_for(r"Balance fault: .*resync|Balance fault")
-    st.wait_for(r"Balance is back")
+    st.wait_for(r"scale fault")
+    st.wait_for(r"scale is back .*NOT recorded: remove it, then place it again")
     assert st.count(r"Recorded #") == 0
     sim.control.remove()
     st.wait_for(r"Pan empty")
@@ -159,10 +160,9 @@ def test_unplugged_balance_is_reconnected_by_serial(tmp_path, sim, setup):
     cfg, _ = setup
     st = run_station(cfg, "--max-stones", "1", "--drain-timeout", "1")
     sim.control.unplug()
-    st.wait_for(r"Balance fault")
+    st.wait_for(r"scale fault")
     sim.control.replug()
-    st.wait_for(r"Balance is back", timeout=30)
-    st.wait_for(r"Pan empty")  # the cycle wants the pan cleared after a fault
+    st.wait_for(r"scale is back \(serial SIM0000001\)\. Place the next stone", timeout=30)
     weigh(sim, st, 101_000, 1, last=True)
     assert st.wait() == 0
 
@@ -172,7 +172,7 @@ def test_station_starts_without_its_balance_and_says_so(tmp_path, mosquitto):
     station("keys", "init", "--config", str(cfg))
     st = Proc(station_cmd("run", "--config", str(cfg)), env=child_env())
     try:
-        st.wait_for(r"Balance not reachable yet: .*no-such-balance")
+        st.wait_for(r"scale not reachable yet: .*no-such-balance")
         assert st.proc.poll() is None
     finally:
         st.stop()

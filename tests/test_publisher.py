@@ -263,3 +263,106 @@ def test_last_will_when_the_station_dies(mosquitto, outbox_path) -> None:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def test_window_above_the_brokers_receive_maximum_keeps_delivering(mosquitto, writer, make_publisher) -> None:
+    """mosquitto advertises Receive Maximum 20. A window of 1000 used to kill
+    paho's network thread at the CONNACK (it refuses a new in-flight limit on an
+    open connection) and delivery stopped without a word."""
+    events: list[str] = []
+    sink = Collector(mosquitto, f"stations/{STATION}/records", "sink-window")
+    sink.sub.start()
+    append(writer, 300)
+    pub = make_publisher(mosquitto.port, window=1000, on_event=events.append)
+    assert pub.wait_drained(20), pub.last_error
+    assert pub.window == 20 and pub.configured_window == 1000
+    told = [e for e in events if "Receive Maximum" in e]
+    assert told == ["mqtt.window 1000 is above the broker's Receive Maximum 20: sending at most 20 records at a time"]
+    # Still alive after a reconnect, and told only once.
+    mosquitto.restart()
+    assert wait_until(lambda: pub.connected, 10)
+    append(writer, 200)
+    pub.notify()
+    assert pub.wait_drained(20), pub.last_error
+    assert sink.wait(lambda: len(set(sink.seqs())) >= 500)
+    sink.sub.stop()
+    assert sink.distinct() == list(range(1, 501))
+    assert sum("Receive Maximum" in e for e in events) == 1
+    assert not any("client ID" in e for e in events)  # a broker restart is not a twin
+
+
+def test_window_within_the_receive_maximum_is_not_changed(mosquitto, writer, make_publisher) -> None:
+    events: list[str] = []
+    append(writer, 10)
+    pub = make_publisher(mosquitto.port, window=20, on_event=events.append)  # exactly the broker's 20
+    assert pub.wait_drained(10)
+    assert pub.window == 20
+    assert not any("Receive Maximum" in e for e in events)
+
+
+def _twin_problem(host: str, port: int) -> str:
+    """Connect a link, then a second one with the same client ID; return what
+    the first one told its owner."""
+    from station.delivery.mqtt import MqttLink
+
+    problems: list[str] = []
+    first = MqttLink(host, port, "station-twin", on_problem=lambda what, fix: problems.append(f"{what}. Fix: {fix}"))
+    second = MqttLink(host, port, "station-twin")
+    first.start()
+    try:
+        assert first.wait_connected(5)
+        second.start()
+        assert wait_until(lambda: any("client ID" in p for p in problems), 10), problems
+    finally:
+        first.stop()
+        second.stop()
+    told = [p for p in problems if "client ID" in p]
+    assert "network" not in told[0]
+    assert "give each station its own mqtt.client_id" in told[0]
+    return told[0]
+
+
+def test_client_id_taken_over_is_told_as_such(mosquitto) -> None:
+    """mosquitto 2.0.11 closes the older connection without reason 142; the two
+    clients then knock each other off after every connect."""
+    told = _twin_problem(mosquitto.host, mosquitto.port)
+    assert "another client uses the same client ID 'station-twin'" in told
+
+
+def test_reason_142_session_taken_over(tmp_path) -> None:
+    """Brokers that do send DISCONNECT with reason 142 (EMQX, HiveMQ): a real TCP
+    peer speaking just enough MQTT 5 to accept a CONNECT and then take it over."""
+    import socket
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(4096)  # the CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: no session, success, no properties
+                conn.sendall(b"\xe0\x02\x8e\x00")  # DISCONNECT: 142 Session taken over
+                time.sleep(0.1)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    from station.delivery.mqtt import MqttLink
+
+    problems: list[str] = []
+    link = MqttLink("127.0.0.1", port, "station-twin", on_problem=lambda what, fix: problems.append(what + fix))
+    link.start()
+    try:
+        assert wait_until(lambda: bool(problems), 5)
+    finally:
+        link.stop()
+        stop.set()
+        t.join()
+        srv.close()
+    assert "another client connected with the same client ID 'station-twin' (session taken over)" in problems[0]

@@ -99,7 +99,7 @@ def test_disk_filling_up_stops_measuring_until_space_returns(tmp_path, sim, mosq
     cfg.write_text(cfg.read_text().replace('state_dir = "state"', f'state_dir = "{small_disk}/state"'))
     station("keys", "init", "--config", str(cfg))
     st = Proc(station_cmd("run", "--config", str(cfg), "--max-stones", "2"), env=child_env())
-    st.wait_for(r"Balance .* serial")
+    st.wait_for(r"Ready\. Place the first stone")
     sim.control.place(111_000)
     st.wait_for(r"Recorded #1")
     sim.control.remove()

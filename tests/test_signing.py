@@ -10,7 +10,8 @@ from cwt import COSE, COSEKey
 from station.records.cose import Signer, verify
 from station.errors import KeyFileError, RecordError
 from station.records.keys import init_key, kid_for, load_private_key, public_key_from_jwk
-from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.reading import DeviceIdentity
+from station.instruments.reading import mass_reading as MassReading
 from station.records.payload import RecordInput, build_payload
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from station.records.cose import Signer
 from station.records.keys import init_key
-from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.reading import DeviceIdentity
+from station.instruments.reading import mass_reading as MassReading
 from station.records.payload import RecordInput, build_payload
 from station.central.verify import ChainChecker
 

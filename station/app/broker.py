@@ -1,8 +1,10 @@
 """A private mosquitto for the demo, the tests and the bench.
 
 Each instance owns its config, log and persistence files in one directory and
-listens on 127.0.0.1 only. It never touches a system-wide broker: it is stopped
-by the PID it started, never by name.
+listens on 127.0.0.1 only. With ``tls`` it runs the production configuration
+shipped in config/mosquitto/ (mutual TLS, identity = certificate CN, the ACL).
+It never touches a system-wide broker: it is stopped by the PID it started,
+never by name.
 """
 
 from __future__ import annotations
@@ -15,13 +17,35 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Self
 
 from station.errors import StationError
 
 HOST = "127.0.0.1"
 _FIX_INSTALL = "install it: sudo apt-get install mosquitto"
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """The broker's side of mutual TLS: the CA that signs every client, and the
+    broker's own certificate and key (PEM files)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def shipped(name: str) -> str:
+    path = SHIPPED / name
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise StationError(f"cannot read the shipped broker file {path}: {exc}",
+                           "run from a source checkout of the station (config/mosquitto/)") from exc
 
 
 def find_mosquitto() -> str:
@@ -49,7 +73,14 @@ def _port_open(host: str, port: int) -> bool:
 class Mosquitto:
     """``with Mosquitto(tmp) as broker: ... broker.port``"""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, acl: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        acl: str | None = None,
+        tls: BrokerTls | None = None,
+    ) -> None:
+        """``acl`` is the ACL file's text; with ``tls`` and no ``acl`` the shipped ACL is used."""
         self._own_tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._own_tmp = tempfile.TemporaryDirectory(prefix="station-mosquitto-")
@@ -59,6 +90,7 @@ class Mosquitto:
         self._fixed_port = port
         self.port: int = port or 0
         self.acl = acl
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,10 +109,13 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         persist = self.workdir / "persist"
         persist.mkdir(exist_ok=True)
+        if self.tls is not None:
+            self._write_tls_conf(persist)
+            return
         lines = [
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
-            # Nagle turns every ack round trip into 40-90 ms (REFERENCE §7).
+            # Nagle turns every ack round trip into 40-90 ms.
             "set_tcp_nodelay true",
             # Without persistence a restart loses sessions and their queued messages.
             "persistence true",
@@ -88,6 +123,15 @@ class Mosquitto:
             # The default of 1000 drops messages silently for a slow or offline subscriber.
             "max_queued_messages 100000",
             "max_queued_bytes 0",
+        ]
+        lines += self._local_lines()
+        if self.acl is not None:
+            lines.append(f"acl_file {self._write_acl(self.acl)}")
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def _local_lines(self) -> list[str]:
+        """What a private test broker adds to any config: its own log file and user."""
+        lines = [
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
@@ -99,11 +143,25 @@ class Mosquitto:
         if os.geteuid() == 0:
             # As root mosquitto switches to user "mosquitto", which cannot write our files.
             lines.append(f"user {pwd.getpwuid(0).pw_name}")
-        if self.acl is not None:
-            acl_path = self.workdir / "acl"
-            acl_path.write_text(self.acl.rstrip("\n") + "\n")
-            lines.append(f"acl_file {acl_path}")
-        self.conf_path.write_text("\n".join(lines) + "\n")
+        return lines
+
+    def _write_acl(self, text: str) -> Path:
+        acl_path = self.workdir / "acl"
+        acl_path.write_text(text.rstrip("\n") + "\n")
+        return acl_path
+
+    def _write_tls_conf(self, persist: Path) -> None:
+        assert self.tls is not None
+        conf = Template(shipped("mosquitto.conf.template")).substitute(
+            port=self.port,
+            bind_address=self.host,
+            ca_file=self.tls.ca_file,
+            cert_file=self.tls.cert_file,
+            key_file=self.tls.key_file,
+            acl_file=self._write_acl(self.acl if self.acl is not None else shipped("acl")),
+            persistence_dir=persist,
+        )
+        self.conf_path.write_text(conf + "\n# private test broker\n" + "\n".join(self._local_lines()) + "\n")
 
     def log_tail(self, n: int = 15) -> str:
         try:

@@ -27,6 +27,11 @@ def say(level: str, message: str) -> None:
     sys.stdout.flush()
 
 
+def show_event(e) -> None:
+    """Event-bus subscriber: every station event the operator should read."""
+    say("mqtt" if type(e).__name__ == "Delivery" else e.level, e.message)
+
+
 def error_line(message: str) -> None:
     err.print(f"[bold red]station: error:[/] {_escape(message)}")
 

@@ -37,7 +37,8 @@ sim_key_file = "keys/simulation.key"
 operator = "demo-operator"
 lot = "DEMO-LOT-001"
 
-[devices.balance]
+[devices.scale]
+kind = "scale"
 driver = "mtsics"
 port = "{port}"
 simulate = true
@@ -117,7 +118,7 @@ def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int
                 _station_cmd("run", "--config", str(cfg_path), "--max-stones", str(stones)),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             procs.append(station)
-            _Follower(station, "station", {"Balance ": ready, "Recorded #": recorded, "Pan empty": empty}).start()
+            _Follower(station, "station", {"Ready.": ready, "Recorded #": recorded, "Pan empty": empty}).start()
             if not ready.acquire(timeout=timeout):
                 raise StationError("the station did not find the simulated balance", "see its output above")
 

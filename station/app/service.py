@@ -1,33 +1,45 @@
 """`station run`: wires the one-way flow together and keeps it going.
 
-device → driver → reading → cycle → record → signature → outbox → publisher → broker
-(drivers/)      (devices) (cycle) (record) (cose)   (outbox)  (publisher)
+device → driver → reading → session → record → signature → outbox → publisher → broker
+(drivers/)  (instruments/)  (session/)  (records/)             (delivery/)
+
+Threads: each instrument has its own worker (instruments/worker.py); the
+session thread polls the scale, runs the stone session and seals records; the
+publisher has its own; the main thread only pings the systemd watchdog (while
+the session thread shows progress) and waits for a stop.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from station import __version__
-from station.records.carat import format_carats, format_raw_carats
-from station.records.chain import RecordWriter
-from station.config import Config
-from station.records.cose import Signer
-from station.session.cycle import Event, Measurement, MeasurementCycle, State
-from station.instruments.scale import BalanceDevice
-from station.errors import DeviceError, OutboxError, StationError
-from station.records.keys import load_private_key
+from station.app.lock import StateDirLock
 from station.app.notify import Watchdog
+from station.config import Config
 from station.delivery.outbox import Outbox, check_free_space
 from station.delivery.publisher import Publisher
+from station.delivery.tls import from_config as client_credentials
+from station.errors import DeviceError, OutboxError, StationError
+from station.instruments.devices import AmbientDevice, Instrument, ScaleDevice, open_instrument
+from station.records.chain import RecordWriter
+from station.records.cose import Signer
+from station.records.keys import load_private_key
 from station.records.payload import RecordInput
+from station.session import events as ev
+from station.session.stone import Measurement, StoneSession
 
+_log = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.sqlite3"
+PAN_META = "pan_stone"  # seq of the recorded stone still on the pan ("" when none)
+# The session thread counts as alive while its last poll is this recent; a
+# device call is bounded well below it (instruments/worker.py deadlines).
+_LIVENESS_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -41,75 +53,125 @@ def outbox_path(cfg: Config) -> Path:
 
 
 class Station:
-    def __init__(self, cfg: Config, session: Session, say: Callable[[str, str], None]) -> None:
-        self.cfg, self.session, self.say = cfg, session, say
+    def __init__(self, cfg: Config, session: Session, bus: ev.EventBus) -> None:
+        self.cfg, self.session_info, self.bus = cfg, session, bus
         self.stop_requested = threading.Event()
         self.recorded = 0
+        self.max_stones: int | None = None
+        self.crashed: BaseException | None = None
         self._min_free = cfg.station.min_free_mb * 1024 * 1024
         self._storage_problem: str | None = None
         self._storage_checked = 0.0
+        self._tick = time.monotonic()
         self.watchdog = Watchdog()
+        self.lock = StateDirLock(cfg.station.state_dir)
+        self.lock.acquire()  # before anything else touches the state dir or the devices
+        try:
+            self._open()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self) -> None:
+        cfg = self.cfg
         # Refuse to start without a working key and a writable, non-full state dir.
         self.signer = Signer(load_private_key(cfg.signing_key_file))
         check_free_space(cfg.station.state_dir, self._min_free)
-        self.outbox = Outbox(outbox_path(cfg))
-        self.writer = RecordWriter(
-            self.outbox, self.signer, station_id=cfg.station.id, simulated=cfg.simulated
-        )
+        self.outbox = Outbox(outbox_path(cfg), check_same_thread=False)
+        self.writer = RecordWriter(self.outbox, self.signer, station_id=cfg.station.id, simulated=cfg.simulated)
+        # Refuse to start with TLS credentials that cannot work (see delivery/tls.py).
+        tls, credentials = client_credentials(cfg.mqtt, cfg.station.id)
         self.publisher = Publisher(
-            outbox_path=outbox_path(cfg),
-            station_id=cfg.station.id,
-            host=cfg.mqtt.host,
-            port=cfg.mqtt.port,
-            version=__version__,
-            client_id=cfg.mqtt.client_id,
-            window=cfg.mqtt.window,
-            keepalive=cfg.mqtt.keepalive_s,
-            on_event=lambda msg: self.say("mqtt", msg),
+            outbox_path=outbox_path(cfg), station_id=cfg.station.id, host=cfg.mqtt.host, port=cfg.mqtt.port,
+            version=__version__, client_id=cfg.mqtt.client_id, window=cfg.mqtt.window,
+            keepalive=cfg.mqtt.keepalive_s, tls=tls, credentials=credentials,
+            on_event=lambda msg: self.bus.publish(ev.Delivery(msg)),
         )
-        self.balance = BalanceDevice(cfg.devices.balance)
-        self.cycle = MeasurementCycle(self.balance, cfg.cycle, on_event=self._on_cycle_event)
+        self.instruments: dict[str, Instrument] = {n: open_instrument(n, d) for n, d in cfg.devices.items()}
+        scale = self.instruments[cfg.scale_name]
+        assert isinstance(scale, ScaleDevice)
+        ambient = next((i for i in self.instruments.values() if isinstance(i, AmbientDevice)), None)
+        pan = self.outbox.get_meta(PAN_META)
+        self._pan_saved = int(pan) if pan else None
+        self.session = StoneSession(scale, cfg.cycle, ambient=ambient, emit=self.bus.publish, on_pan=self._pan_saved)
+        self.bus.subscribe(self._status_from_event)
+
+    # -- main thread -------------------------------------------------------
 
     def run(self, max_stones: int | None = None, drain_timeout: float = 30.0) -> int:
-        self.publisher.start()
-        self._connect_balance()
-        sim = " SIMULATED —" if self.cfg.simulated else ""
-        self.say("info", f"Station {self.cfg.station.id}{sim} operator {self.session.operator}, lot {self.session.lot}; "
-                 f"next record #{self.outbox.next_seq}, {self.outbox.depth()} waiting to publish.")
-        self.watchdog.ready(f"measuring, next record #{self.outbox.next_seq}")
+        self.max_stones = max_stones
+        measuring = threading.Thread(target=self._measure_loop, name="session", daemon=True)
         try:
-            while not self.stop_requested.is_set():
-                self.watchdog.ping()
-                if self._storage_ok():
-                    measurement = self.cycle.step()
-                    if measurement is not None:
-                        self._seal(measurement)
-                        if max_stones is not None and self.recorded >= max_stones:
-                            break
-                self.stop_requested.wait(self.cfg.cycle.poll_interval_s)
+            self.publisher.start()
+            self._connect_instruments()
+            sim = " SIMULATED —" if self.cfg.simulated else ""
+            self.bus.publish(ev.Event(
+                f"Station {self.cfg.station.id}{sim} operator {self.session_info.operator}, lot "
+                f"{self.session_info.lot}; next record #{self.outbox.next_seq}, "
+                f"{self.outbox.depth()} waiting to publish."))
+            self.watchdog.ready(f"measuring, next record #{self.outbox.next_seq}")
+            measuring.start()
+            while measuring.is_alive() and not self.stop_requested.is_set():
+                if time.monotonic() - self._tick < _LIVENESS_S:
+                    self.watchdog.ping()  # no ping from a stuck session: systemd restarts us
+                self.stop_requested.wait(0.5)
         finally:
+            self.stop_requested.set()
             self.watchdog.stopping()
-            drained = self.publisher.wait_drained(drain_timeout)
-            if not drained:
-                self.say("warn", f"{self.outbox.depth()} record(s) not yet delivered; they stay in the outbox "
-                         "and go out on the next start.")
-            self.publisher.stop()
-            self.balance.close()
-            self.outbox.close()
+            if measuring.ident is not None:
+                measuring.join(_LIVENESS_S)
+            self._shutdown(drain_timeout)
+        if self.crashed is not None:
+            raise StationError(f"the measuring loop stopped on an internal error: {self.crashed!r}",
+                               "see the log for the traceback and report it; restart the station")
         return 0
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_requested.set())
 
-    def _connect_balance(self) -> None:
+    def _connect_instruments(self) -> None:
+        for name, inst in self.instruments.items():
+            try:
+                ident = inst.connect()
+                port = getattr(inst.cfg, "port", "")
+                self.bus.publish(ev.DeviceRecovered(
+                    f"{name}: {ident.model} serial {ident.serial}{f' on {port}' if port else ''}.", name, ident.serial))
+            except DeviceError as exc:
+                # Not fatal: the session's fault state keeps retrying and tells the operator.
+                self.bus.publish(ev.DeviceFault(f"{name} not reachable yet: {exc}", name, exc.what))
+                if inst is self.session.scale:
+                    self.session.scale_unreachable(exc.what)
+
+    def _shutdown(self, drain_timeout: float) -> None:
+        drained = self.publisher.wait_drained(drain_timeout)
+        if not drained:
+            self.bus.publish(ev.Delivery(f"{self.outbox.depth()} record(s) not yet delivered; they stay in the "
+                                         "outbox and go out on the next start."))
+        self.publisher.stop()
+        for inst in self.instruments.values():
+            inst.close()
+        self.outbox.close()
+        self.lock.release()
+
+    # -- session thread ----------------------------------------------------
+
+    def _measure_loop(self) -> None:
         try:
-            ident = self.balance.connect()
-            self.say("info", f"Balance {ident.model} serial {ident.serial} on {self.cfg.devices.balance.port}.")
-        except DeviceError as exc:
-            # Not fatal: the cycle's fault state keeps retrying and tells the operator.
-            self.cycle.state, self.cycle.fault = State.FAULT, exc.what
-            self.say("fault", f"Balance not reachable yet: {exc}")
+            while not self.stop_requested.is_set():
+                self._tick = time.monotonic()
+                if self._storage_ok():
+                    measurement = self.session.step()
+                    if measurement is not None:
+                        self._seal(measurement)
+                    self._save_pan()
+                    if self.max_stones is not None and self.recorded >= self.max_stones:
+                        self.stop_requested.set()
+                self.stop_requested.wait(self.cfg.cycle.poll_interval_s)
+        except BaseException as exc:  # a bug: never silently; the main thread reports it
+            _log.exception("measuring loop failed")
+            self.crashed = exc
+            self.stop_requested.set()
 
     def _storage_ok(self) -> bool:
         now = time.monotonic()
@@ -124,31 +186,45 @@ class Station:
         if problem != self._storage_problem:
             self._storage_problem = problem
             if problem:
-                self.say("fault", f"Refusing to measure: {problem}")
+                self.bus.publish(ev.StorageRefusing(f"Refusing to measure: {problem}", problem))
             else:
-                self.say("info", "Storage is fine again; measuring resumes.")
+                self.bus.publish(ev.StorageOk("Storage is fine again; measuring resumes."))
         return problem is None
 
     def _seal(self, m: Measurement) -> None:
-        item = RecordInput(operator=self.session.operator, lot=self.session.lot, readings=m.readings, flags=m.flags)
+        item = RecordInput(operator=self.session_info.operator, lot=self.session_info.lot, readings=m.readings,
+                           flags=m.flags, ambient=m.ambient)
         try:
-            stored = self.writer.write(item)
+            # The pan marker is committed with the record: a crash can never
+            # leave a recorded stone on the pan looking unrecorded.
+            stored = self.writer.write(item, meta={PAN_META: "{seq}"})
         except StationError as exc:
             self._storage_checked = 0.0
-            self.cycle.start_awaiting_removal(f"NOT RECORDED: {exc}. Remove the stone and measure it again later.")
+            self.session.not_recorded(str(exc))
             return
+        self._pan_saved = stored.seq
         self.recorded += 1
         self.publisher.notify()
-        r = m.readings[0]
-        flags = f" — {', '.join(m.flags)}: weigh again on a second balance" if m.flags else ""
-        self.cycle.start_awaiting_removal(
-            f"Recorded #{stored.seq}: {_carat(r.value_ug)}, {r.value_ug} µg{flags}. Remove the stone."
-        )
+        self.session.recorded(stored.seq, m)
 
-    def _on_cycle_event(self, e: Event) -> None:
-        level = {"fault": "fault", "aborted": "warn", "measured": "ok"}.get(e.kind, "info")
-        self.say(level, e.message)
+    def _save_pan(self) -> None:
+        if self.session.on_pan != self._pan_saved:
+            try:
+                self.outbox.set_meta(PAN_META, "" if self.session.on_pan is None else str(self.session.on_pan))
+                self._pan_saved = self.session.on_pan
+            except OutboxError as exc:
+                _log.warning("could not store the pan state: %s", exc)
 
+    # -- status ------------------------------------------------------------
 
-def _carat(value_ug: int) -> str:
-    return f"{format_carats(value_ug)} ct ({format_raw_carats(value_ug)} ct raw)"
+    def _status_from_event(self, e: ev.Event) -> None:
+        if isinstance(e, ev.DeviceFault):
+            self.publisher.set_status(**{f"device_{e.device}": f"fault: {e.reason}"})
+        elif isinstance(e, ev.DeviceRecovered):
+            self.publisher.set_status(**{f"device_{e.device}": "ok"})
+        elif isinstance(e, ev.StorageRefusing):
+            self.publisher.set_status(activity=f"refusing: {e.reason}")
+        elif isinstance(e, (ev.StorageOk, ev.Ready)):
+            self.publisher.set_status(activity="measuring")
+        elif isinstance(e, ev.StoneRecorded):
+            self.publisher.set_status(last_seq=e.seq)

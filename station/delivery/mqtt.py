@@ -1,18 +1,28 @@
 """MQTT v5 in the station's own terms. The only module that imports paho.
 
-Facts this relies on (docs/REFERENCE §7, checked against paho 2.2 / mosquitto 2.0):
+Facts this relies on (checked against paho 2.2 / mosquitto 2.0):
 - a PUBACK may carry a failure reason (135 Not authorized for an ACL denial)
   while paho still reports the message as published, so every ack is checked;
 - Nagle's algorithm turns each ack round trip into 40-90 ms, hence TCP_NODELAY;
 - disconnect() must come before loop_stop(), the reverse costs about 1 s;
 - clean_start=False plus a Session Expiry Interval keeps subscriptions and
-  queued QoS 1 messages across a broker restart (with broker persistence).
+  queued QoS 1 messages across a broker restart (with broker persistence);
+- paho refuses to change max_inflight_messages once a connection is open (it
+  raises RuntimeError, on its network thread when done from on_connect, which
+  kills that thread silently). The broker's Receive Maximum is only known from
+  the CONNACK, so the link keeps paho's limit at the configured window and
+  exposes ``window`` = min(configured, Receive Maximum) for callers to honour;
+- paho's own reconnect delay doubles without jitter: a fleet that lost its
+  broker at once would reconnect in lockstep. The link sets each next delay
+  itself, from a capped exponential with jitter.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +32,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from station.delivery import link_problems as problems
+from station.delivery.link_problems import backoff_delay
+from station.delivery.tls import ClientTls, Credentials, explain
 from station.errors import PublishError
 
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # a week: a station may be offline over a weekend
+RECEIVE_MAXIMUM_DEFAULT = 65535  # MQTT 5 §3.2.2.3.3: absent from the CONNACK means 65535
 
 
 @dataclass(frozen=True)
@@ -139,12 +153,21 @@ class MqttLink:
         will: Will | None = None,
         max_inflight: int = 20,
         reconnect_delay: tuple[float, float] = (0.2, 10.0),
+        tls: ClientTls | None = None,
+        credentials: Credentials | None = None,
+        rng: random.Random | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
-        on_problem: Callable[[str], None] | None = None,
+        on_problem: Callable[[str, str], None] | None = None,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
         self._on_problem_cb = on_problem
+        self.tls = tls
+        self.configured_window = max(1, max_inflight)
+        self.receive_maximum = RECEIVE_MAXIMUM_DEFAULT
+        self._reconnect_delay = reconnect_delay
+        self._attempt = 0
+        self._rng = rng or random.Random()
         self.keepalive = keepalive
         self.session_expiry = session_expiry
         self._on_connect_cb = on_connect
@@ -155,21 +178,30 @@ class MqttLink:
         # thread before returning the mid); only mids of live messages land here.
         self._early: dict[int, Ack] = {}
         self._connected = threading.Event()
+        self._refused = False  # a CONNACK refusal was told; its disconnect is not news
+        self._connected_at = 0.0
+        self._short_drops = 0
         self._started = False
         self.last_error: str | None = None
 
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        self._client = c
         c.on_socket_open = _set_nodelay
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_publish = self._handle_publish
         c.on_connect_fail = self._handle_connect_fail
-        c.max_inflight_messages_set(max(1, max_inflight))
+        # Only here, before any connect: paho raises once a connection is open.
+        c.max_inflight_messages_set(self.configured_window)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(reconnect_delay[0], reconnect_delay[1])  # type: ignore[arg-type]  # floats work
+        # Replaced on every failure by _next_delay.
+        c.reconnect_delay_set(reconnect_delay[0], reconnect_delay[0])  # type: ignore[arg-type]
+        if tls is not None:
+            c.tls_set_context(tls.context)
+        if credentials is not None:
+            c.username_pw_set(credentials.username, credentials.password)
         if will is not None:
             c.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        self._client = c
 
     @property
     def client(self) -> paho.Client:
@@ -179,6 +211,24 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def window(self) -> int:
+        """QoS 1 messages the caller may have in flight: the configured window,
+        lowered to the broker's Receive Maximum from the last CONNACK."""
+        return min(self.configured_window, self.receive_maximum)
+
+    def _next_delay(self) -> None:
+        """Called on every failure, before paho waits: set that wait (min = max,
+        so paho waits exactly that), growing with each failure since the last
+        successful connect."""
+        d = backoff_delay(self._attempt, self._reconnect_delay[0], self._reconnect_delay[1], self._rng)
+        self._attempt += 1
+        self._client.reconnect_delay_set(d, d)  # type: ignore[arg-type]  # floats work
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -254,35 +304,59 @@ class MqttLink:
     def _handle_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any) -> None:
         code, name = _reason(rc)
         if code >= 0x80:
-            self._problem(f"broker {self.host}:{self.port} refused the connection: {name}")
+            self._next_delay()
+            self._refused = True
+            self._problem(*problems.refused(self._where, code, name))
             return
-        if properties is not None and hasattr(properties, "ReceiveMaximum"):
-            # paho does not honour the broker's Receive Maximum; exceeding it gets us disconnected.
-            limit = int(properties.ReceiveMaximum)
-            if 0 < limit < client.max_inflight_messages:
-                client.max_inflight_messages_set(limit)
+        limit = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        # paho does not honour the broker's Receive Maximum and cannot be told now
+        # (see the module doc); callers keep within ``window``.
+        self.receive_maximum = int(limit) if limit else RECEIVE_MAXIMUM_DEFAULT
+        self._attempt = 0
+        if self.tls is not None:
+            self.tls.clear_failure()
+        self._connected_at = time.monotonic()
         self.last_error = None
         self._connected.set()
         if self._on_connect_cb:
             self._on_connect_cb(bool(getattr(flags, "session_present", False)))
 
-    def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
-        self._problem(f"cannot reach the MQTT broker at {self.host}:{self.port}")
+    def _tls_problem(self) -> tuple[str, str] | None:
+        if self.tls is None:
+            return None
+        found = explain(self.tls.last_failure(), self.host, self.port, self.tls)
+        self.tls.clear_failure()
+        return found
 
-    def _problem(self, message: str) -> None:
+    def _handle_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._next_delay()
+        self._short_drops = 0  # a broker that was down (restarting), not a twin taking over
+        self._problem(*(self._tls_problem() or problems.unreachable(self._where)))
+
+    def _problem(self, what: str, fix: str) -> None:
         """Record a connection problem; tell the owner once per distinct problem,
         not on every reconnect attempt."""
+        message = f"{what}; fix: {fix}"
         changed = message != self.last_error
         self.last_error = message
         if changed and self._on_problem_cb:
-            self._on_problem_cb(message)
+            self._on_problem_cb(what, fix)
 
     def _handle_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
         code, name = _reason(rc)
-        if code != 0:
-            self._problem(f"lost the connection to {self.host}:{self.port}: {name}")
+        refused, self._refused = self._refused, False
+        if code != 0 and not refused:
+            self._next_delay()
+            short = was and time.monotonic() - self._connected_at < problems.FLAP_SECONDS
+            self._short_drops = self._short_drops + 1 if short else 0
+            if code == problems.SESSION_TAKEN_OVER:
+                self._problem(*problems.taken_over(self._where, self.client_id))
+            elif self._short_drops >= problems.FLAP_DROPS:
+                self._problem(*problems.flapping(self._where, self.client_id))
+            else:
+                self._problem(*(self._tls_problem() or problems.lost(self._where, name)))
         if was and self._on_disconnect_cb:
             self._on_disconnect_cb(name)
 
@@ -297,71 +371,13 @@ class MqttLink:
             cb(ack)
 
 
-class MqttSubscriber:
-    """A consumer with a persistent session: a broker restart (with persistence)
-    keeps the subscription and the QoS 1 messages queued meanwhile.
+def __getattr__(name: str) -> Any:
+    """MqttSubscriber lives in subscriber.py (it builds on MqttLink) and stays
+    importable from here, where consumers have always found it."""
+    if name == "MqttSubscriber":
+        from station.delivery.subscriber import MqttSubscriber
 
-    ``on_message(payload, properties)`` runs on the network thread; paho sends the
-    PUBACK after it returns, so a crash inside it means redelivery, not loss.
-    """
+        return MqttSubscriber
+    raise AttributeError(name)
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        topic: str,
-        client_id: str,
-        on_message: Callable[[bytes, MessageProperties], None],
-        *,
-        qos: int = 1,
-        session_expiry: int = DEFAULT_SESSION_EXPIRY,
-    ) -> None:
-        self.topic, self.qos = topic, qos
-        self._on_message = on_message
-        self._subscribed = threading.Event()
-        self._link = MqttLink(host, port, client_id, session_expiry=session_expiry, on_connect=self._connected)
-        c = self._link.client
-        c.on_message = self._handle_message
-        c.on_subscribe = self._handle_subscribe
-
-    @property
-    def connected(self) -> bool:
-        return self._link.connected
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Blocks until the subscription is in place, so nothing published after
-        start() returns can be missed."""
-        self._link.start()
-        if not self._subscribed.wait(timeout):
-            self._link.stop()
-            raise PublishError(
-                f"could not subscribe to {self.topic} on {self._link.host}:{self._link.port} "
-                f"within {timeout:.0f} s ({self._link.last_error or 'no answer'})",
-                "check that the broker runs and its ACL grants read on that topic",
-            )
-
-    def stop(self) -> None:
-        self._link.stop()
-
-    def _connected(self, session_present: bool) -> None:
-        if session_present:
-            self._subscribed.set()  # the broker kept our subscription
-        else:
-            self._link.subscribe(self.topic, self.qos)
-
-    def _handle_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, properties: Any) -> None:
-        codes = [_reason(rc) for rc in rcs]
-        bad = [name for code, name in codes if code >= 0x80]
-        if bad:
-            self._link.last_error = f"subscription to {self.topic} refused: {', '.join(bad)}"
-        else:
-            self._subscribed.set()
-
-    def _handle_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        props = msg.properties
-        ups = dict(getattr(props, "UserProperty", []) or []) if props is not None else {}
-        ctype = getattr(props, "ContentType", None) if props is not None else None
-        self._on_message(
-            bytes(msg.payload),
-            MessageProperties(msg.topic, msg.qos, bool(msg.retain), bool(msg.dup), ctype, ups),
-        )
+__all__ = ["Ack", "MessageProperties", "MqttLink", "MqttSubscriber", "Will", "backoff_delay"]

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+_UPSERT_META = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+
+
 @dataclass(frozen=True)
 class StoredRecord:
     seq: int
@@ -82,7 +85,10 @@ def _sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> OutboxError:
 
 
 class Outbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, check_same_thread: bool = True) -> None:
+        """``check_same_thread=False`` lets the station open the outbox at start-up
+        (so errors surface before it reports ready) and hand it to its session
+        thread; it is still used by one thread at a time."""
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +107,8 @@ class Outbox:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a batch
             # is exactly one transaction and a writer never dead-locks on upgrade.
             self._db = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=True
+                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=check_same_thread,
             )
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, "opening") from exc
@@ -132,8 +139,9 @@ class Outbox:
     def last_hash(self) -> bytes:
         return self._last_hash
 
-    def append(self, records: Sequence[StoredRecord]) -> None:
-        """Store a batch in ONE transaction (one fsync for the whole group)."""
+    def append(self, records: Sequence[StoredRecord], meta: dict[str, str] | None = None) -> None:
+        """Store a batch in ONE transaction (one fsync for the whole group),
+        with ``meta`` entries written in the same transaction."""
         if not records:
             return
         expected = self._next_seq
@@ -147,7 +155,8 @@ class Outbox:
         now = time.time()
         rows = [(r.seq, r.record_id, hashlib.sha256(r.data).digest(), bytes(r.data), now) for r in records]
         try:
-            self._write_batch("INSERT INTO records(seq, record_id, sha256, data, stored_at) VALUES (?,?,?,?,?)", rows)
+            self._write_batch("INSERT INTO records(seq, record_id, sha256, data, stored_at) VALUES (?,?,?,?,?)", rows,
+                              meta=meta)
         except sqlite3.IntegrityError as exc:
             raise OutboxError(
                 f"outbox {self.path}: a record of this batch is already stored ({exc})",
@@ -225,12 +234,14 @@ class Outbox:
             raise OutboxError(f"exporting records to {directory} failed: {exc.strerror or exc}", fix) from exc
         return n
 
-    def _write_batch(self, sql: str, rows: Sequence[tuple]) -> None:
+    def _write_batch(self, sql: str, rows: Sequence[tuple], meta: dict[str, str] | None = None) -> None:
         """All rows in one transaction, one fsync: the group commit. On any
         failure nothing is written, so a batch is never half stored."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(sql, rows)
+            if meta:
+                self._db.executemany(_UPSERT_META, [(k, str(v)) for k, v in meta.items()])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -242,11 +253,7 @@ class Outbox:
 
     def set_meta(self, key: str, value: str) -> None:
         try:
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, str(value)),
-            )
+            self._db.execute(_UPSERT_META, (key, str(value)))
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, f"writing meta {key!r}") from exc
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from station.errors import OutboxError, PublishError, StationError
 from station.delivery.mqtt import Ack, MqttLink, Will
 from station.delivery.outbox import Outbox
+from station.delivery.tls import ClientTls, Credentials
 
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
@@ -50,6 +51,8 @@ class Publisher:
         client_id: str | None = None,
         window: int = 20,
         keepalive: int = 30,
+        tls: ClientTls | None = None,
+        credentials: Credentials | None = None,
         on_event: Callable[[str], None] | None = None,
         on_delivered: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
@@ -58,8 +61,11 @@ class Publisher:
         self.outbox_path = Path(outbox_path)
         self.station_id = station_id
         self.version = version
-        self.window = max(1, window)
+        self.configured_window = max(1, window)
+        # Lowered to the broker's Receive Maximum on connect (see _handle_connect).
+        self.window = self.configured_window
         self._refill_at = max(1, self.window // 4)
+        self._window_told = False
         self.records_topic = records_topic(station_id)
         self.status_topic = status_topic(station_id)
         self._on_event = on_event
@@ -73,10 +79,13 @@ class Publisher:
         self._epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
         self._inflight: set[int] = set()
+        self._birth_pending = False  # the birth takes one of the broker's Receive Maximum slots
         self._acked: list[int] = []
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
         self._error: str | None = None
+        self._status: dict = {}  # the station's own state (devices, measuring/refusing), merged into the status
+        self._status_dirty = False
         # Pump-thread only:
         self._cursor = 0  # highest seq published on this connection
         self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
@@ -91,6 +100,8 @@ class Publisher:
             port,
             client_id or f"station-{station_id}",
             keepalive=keepalive,
+            tls=tls,
+            credentials=credentials,
             will=Will(self.status_topic, json.dumps({"state": "offline"}).encode(), retain=True),
             max_inflight=self.window,
             on_connect=self._handle_connect,
@@ -125,6 +136,16 @@ class Publisher:
     def notify(self) -> None:
         self._wake.set()
 
+    def set_status(self, **fields: object) -> None:
+        """Merge fields into the retained status message and republish it
+        (from the pump thread, as soon as the broker is connected)."""
+        with self._lock:
+            if all(self._status.get(k) == v for k, v in fields.items()):
+                return
+            self._status.update(fields)
+            self._status_dirty = True
+        self._wake.set()
+
     def wait_drained(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with Outbox(self.outbox_path) as ob:  # our own connection: we are on the caller's thread
@@ -156,11 +177,21 @@ class Publisher:
     # -- network thread ------------------------------------------------------------
 
     def _handle_connect(self, session_present: bool) -> None:
+        window = self._link.window
         with self._lock:
             self._epoch += 1
             self._inflight.clear()
+            self._birth_pending = False
             self._fresh = True
+            self.window = window
+            self._refill_at = max(1, window // 4)
         self._emit(f"connected to {self._link.host}:{self._link.port}")
+        if window < self.configured_window and not self._window_told:
+            self._window_told = True
+            self._emit(
+                f"mqtt.window {self.configured_window} is above the broker's Receive Maximum "
+                f"{self._link.receive_maximum}: sending at most {window} records at a time"
+            )
         self._wake.set()
 
     def _handle_disconnect(self, reason: str) -> None:
@@ -169,9 +200,8 @@ class Publisher:
         self._emit(f"disconnected from {self._link.host}:{self._link.port} ({reason})")
         self._wake.set()
 
-    def _handle_link_problem(self, message: str) -> None:
-        self._emit(f"{message}; records are kept in the outbox and sent when it is back "
-                   "(check mqtt.host and mqtt.port, and the network)")
+    def _handle_link_problem(self, what: str, fix: str) -> None:
+        self._emit(f"{what}; records are kept in the outbox and sent when the link is back. Fix: {fix}")
 
     def _handle_ack(self, seq: int, epoch: int, ack: Ack) -> None:
         with self._lock:
@@ -231,12 +261,16 @@ class Publisher:
         with self._lock:
             fresh, self._fresh = self._fresh, False
             refused, self._refused = self._refused, []
+            status_due = self._status_dirty and self._link.connected
+            if status_due or fresh:
+                self._status_dirty = False
         if refused:
             self._note_refusals(refused)
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
             self._cursor = 0
+        if fresh or status_due:
             self._publish_birth(ob)
         if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
             with self._lock:
@@ -254,7 +288,7 @@ class Publisher:
             with self._lock:
                 if self._fresh:
                     return  # reconnected meanwhile; the next step re-sends from the start
-                room = self.window - len(self._inflight)
+                room = self.window - len(self._inflight) - self._birth_pending
                 epoch = self._epoch
             # Refill in chunks, not one slot per ack: each refill costs a query.
             if room < self._refill_at and room < self.window:
@@ -330,7 +364,10 @@ class Publisher:
         self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
 
     def _publish_birth(self, ob: Outbox) -> None:
-        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth()}
+        with self._lock:
+            extra = dict(self._status)
+            self._birth_pending = True
+        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth(), **extra}
         try:
             self._link.publish(
                 self.status_topic,
@@ -341,9 +378,14 @@ class Publisher:
                 on_ack=self._birth_ack,
             )
         except PublishError as exc:
+            with self._lock:
+                self._birth_pending = False
             self._set_error(str(exc))
 
     def _birth_ack(self, ack: Ack) -> None:
+        with self._lock:
+            self._birth_pending = False
+        self._wake.set()
         if not ack.ok:
             self._set_error(
                 f"broker refused the status message on {self.status_topic} ({ack.reason_code} {ack.reason}); "

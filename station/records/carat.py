@@ -1,4 +1,4 @@
-"""Carat arithmetic on integer micrograms (REFERENCE.md §1).
+"""Carat arithmetic on integer micrograms.
 
 1 ct = 200 mg = 200_000 µg, so 0.001 ct = 200 µg and 0.01 ct = 2_000 µg.
 Everything here is integer arithmetic: a float never decides a threshold.

@@ -34,11 +34,13 @@ class RecordWriter:
                 "or restore the original key file",
             )
 
-    def write(self, item: RecordInput) -> StoredRecord:
-        return self.write_batch([item])[0]
+    def write(self, item: RecordInput, meta: dict[str, str] | None = None) -> StoredRecord:
+        return self.write_batch([item], meta)[0]
 
-    def write_batch(self, items: Sequence[RecordInput]) -> list[StoredRecord]:
-        """Seal several records in one group commit; they are stored when this returns."""
+    def write_batch(self, items: Sequence[RecordInput], meta: dict[str, str] | None = None) -> list[StoredRecord]:
+        """Seal several records in one group commit (with ``meta`` in the same
+        transaction); they are stored when this returns. A ``{seq}`` in a meta
+        value becomes the last record's seq."""
         seq, prev = self.outbox.next_seq, self.outbox.last_hash
         sealed = []
         for item in items:
@@ -49,5 +51,6 @@ class RecordWriter:
             data = self.signer.sign(payload)
             sealed.append(StoredRecord(seq=seq, record_id=record_id, data=data))
             seq, prev = seq + 1, hashlib.sha256(data).digest()
-        self.outbox.append(sealed)
+        last = str(sealed[-1].seq) if sealed else ""
+        self.outbox.append(sealed, {k: v.replace("{seq}", last) for k, v in (meta or {}).items()})
         return sealed

@@ -1,22 +1,23 @@
-"""The record payload: deterministic CBOR, schema in docs/RECORDS.md (CDDL)."""
+"""The record payload: deterministic CBOR, schema v2 in docs/RECORDS.md (CDDL).
+
+v2 carries any quantity (one entry per reading, exact integers or an artifact
+reference) and the ambient conditions of every stone. Verifiers accept v1 too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from station import __version__
+from station.instruments.reading import AmbientStatus, Reading, utc_now
 from station.records.carat import format_carats, format_raw_carats
 from station.records.cose import dumps
-from station.instruments.reading import MassReading
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 SOFTWARE_NAME = "diamond-station"
 
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+__all__ = ["RecordInput", "build_payload", "reading_to_cbor", "ambient_to_cbor", "utc_now"]
 
 
 @dataclass(frozen=True)
@@ -25,25 +26,47 @@ class RecordInput:
 
     operator: str
     lot: str
-    readings: Sequence[MassReading]
+    readings: Sequence[Reading]
     flags: Sequence[str] = field(default_factory=tuple)
+    ambient: AmbientStatus | None = None
 
 
-def reading_to_cbor(r: MassReading) -> dict:
-    out = {
+def reading_to_cbor(r: Reading) -> dict:
+    out: dict = {
         "device": r.device,
+        "kind": r.kind,
         "driver": r.driver,
         "identity": r.identity.to_cbor(),
-        "quantity": "mass",
-        "value": r.value_ug,
-        "unit": "ug",
-        "stable": r.stable,
+        "quantity": r.quantity,
+        "unit": r.unit,
         "time": r.time,
         "raw": list(r.raw),
     }
-    if r.value_ug >= 0:
-        out["carat"] = format_carats(r.value_ug)
-        out["carat_raw"] = format_raw_carats(r.value_ug)
+    if r.value is not None:
+        out["value"] = r.value
+        if r.scale:
+            out["scale"] = r.scale
+    if r.artifact is not None:
+        out["artifact"] = r.artifact.to_cbor()
+    if r.stable is not None:
+        out["stable"] = r.stable
+    if r.quantity == "mass" and r.value is not None and r.value >= 0:
+        out["carat"] = format_carats(r.value)
+        out["carat_raw"] = format_raw_carats(r.value)
+    return out
+
+
+def ambient_to_cbor(a: AmbientStatus | None) -> dict | None:
+    """None when the station has no ambient sensor; otherwise always a map with a status."""
+    if a is None:
+        return None
+    out: dict = {"status": a.status, "device": a.device}
+    if a.temperature_dc is not None and a.humidity_dpct is not None:
+        out.update(temperature_dc=a.temperature_dc, humidity_dpct=a.humidity_dpct, time=a.time, raw=list(a.raw))
+        if a.identity is not None:
+            out["identity"] = a.identity.to_cbor()
+    if a.message:
+        out["message"] = a.message
     return out
 
 
@@ -70,6 +93,7 @@ def build_payload(
             "simulated": simulated,
             "software": {"name": SOFTWARE_NAME, "version": __version__},
             "readings": [reading_to_cbor(r) for r in item.readings],
+            "ambient": ambient_to_cbor(item.ambient),
             "flags": list(item.flags),
         }
     )
