@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from station.instruments.plugins import mtsics
+from station.instruments.plugins import mtsics, spectro
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Plugin:
 
 PLUGINS: dict[str, Plugin] = {
     "mtsics": Plugin("scale", mtsics.MtSicsConfig, mtsics.build, "Mettler Toledo MT-SICS balance (serial)"),
+    "spectro-serial": Plugin("spectrometer", spectro.SpectroSerialConfig, spectro.build_serial,
+                             "CCD spectrometer, RS-232 command set (serial)"),
+    "spectro-modbus": Plugin("spectrometer", spectro.SpectroModbusConfig, spectro.build_modbus,
+                             "CCD spectrometer behind a Modbus front-end (RTU or TCP)"),
 }
 
 KINDS = ("scale", "ambient", "spectrometer", "camera")
