@@ -43,6 +43,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/spectro_modbus.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
