@@ -203,3 +203,30 @@ def test_same_seed_same_spectra(tmp_path):
             runs.append(spec.acquire())
             spec.close()
     assert np.array_equal(runs[0], runs[1])
+
+
+class FlatSource:
+    """A stand-in for the physics model: its own stored calibration, a known spectrum."""
+
+    coefficients = (400.0, 0.27, -1e-5, 2e-10)
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, integration_us, scans, lamp_on):
+        self.calls.append((integration_us, scans, lamp_on))
+        return np.full(2048, 1234 + lamp_on, dtype=np.uint16)
+
+
+def test_a_plugged_in_source_and_its_calibration_reach_the_driver(tmp_path):
+    source = FlatSource()
+    with make_sim(tmp_path, source=source) as sim:
+        spec = make_driver(sim.port)
+        spec.identify()
+        assert spec.wavelength_coefficients() == FlatSource.coefficients
+        spec.set_integration_us(50_000)
+        spec.set_scans(2)
+        spec.set_lamp(True)
+        assert spec.acquire().tolist() == [1235] * 2048
+        spec.close()
+    assert source.calls == [(50_000, 2, True)]

@@ -5,9 +5,12 @@
 * A *spectrum source*: any callable ``(integration_us, scans, lamp_on) ->
   numpy uint16 array of pixel_count``. :class:`PlaceholderSource` is a simple
   built-in one (Gaussian lines, dark offset, seeded noise, clipping at the ADC
-  maximum). The physics model (``drivers/sim/spectra/``) plugs in through the
-  ``source=`` argument of the simulators, e.g.
-  ``source=lambda us, n, lamp: instrument.expose(scene.stone, us, n, lamp)``.
+  maximum). The physics model (``drivers/sim/spectra/``) plugs in either per
+  simulator (``source=``) or for all of them by changing ``SOURCE_FACTORY``
+  (called as ``SOURCE_FACTORY(scene, pixel_count=, max_counts=, coefficients=,
+  seed=)``). A source with a ``coefficients`` attribute (the maker's stored
+  wavelength calibration of that simulated instrument) has those reported by
+  the device instead of the simulator's defaults.
 * :class:`SpectroSimulator`: identity, settings, exposure and the control-port
   plumbing; protocol simulators (serial, Modbus) subclass it.
 """
@@ -114,6 +117,8 @@ class PlaceholderSource:
 
 
 DEFAULT_COEFFS = (380.0, 0.32, -1.2e-5, 1.0e-10)
+# The one line to change when the physics model lands.
+SOURCE_FACTORY: Callable[..., SpectrumSource] = PlaceholderSource
 
 
 class SpectroSimulator:
@@ -139,12 +144,13 @@ class SpectroSimulator:
             raise ValueError("speed must be > 0")
         self.model, self.serial = model, serial
         self.pixel_count, self.max_counts = pixel_count, max_counts
-        self.coefficients = tuple(float(c) for c in coefficients)
         self.speed = speed
         self.scene = Scene()
-        self.source: SpectrumSource = source or PlaceholderSource(
+        self.source: SpectrumSource = source or SOURCE_FACTORY(
             self.scene, pixel_count=pixel_count, max_counts=max_counts,
-            coefficients=self.coefficients, seed=seed)
+            coefficients=tuple(coefficients), seed=seed)
+        stored = getattr(self.source, "coefficients", None) or coefficients
+        self.coefficients = tuple(float(c) for c in stored)
         self.integration_us, self.scans, self.lamp_on = 100_000, 1, False
         self.acquisitions = 0
         self._control: control.ControlServer | None = None
