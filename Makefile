@@ -1,6 +1,7 @@
 # Two commands do all the set-up: `make demo` and `make test`.
 # Both create .venv, install the package and, when missing, the Debian
-# packages the station and its tests run against (mosquitto, systemd-analyze).
+# packages the station and its tests run against (mosquitto, systemd-analyze,
+# mbpoll as an independent Modbus master).
 
 PY      ?= python3
 VENV    := .venv
@@ -28,6 +29,7 @@ system-deps:
 	@missing=""; \
 	  [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  command -v mbpoll >/dev/null 2>&1 || missing="$$missing mbpoll"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -41,6 +43,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/spectro_modbus.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -70,6 +70,11 @@ class SerialLink:
     # -- lifecycle ---------------------------------------------------------
 
     @property
+    def baudrate(self) -> int:
+        """For drivers that size timeouts by wire time (a 4 kB spectrum takes 0.36 s at 115200)."""
+        return int(self._settings["baudrate"])
+
+    @property
     def is_open(self) -> bool:
         return self._ser is not None and self._ser.is_open
 
@@ -192,7 +197,8 @@ class SerialLink:
             self._buf += chunk
         block = bytes(self._buf[:n])
         del self._buf[:n]
-        self._history.append(f"< ({n} bytes)")
+        # Short replies (ACK/NAK, a header) are worth seeing; a spectrum is not.
+        self._history.append(format_line("<", block) if n <= 16 else f"< ({n} bytes)")
         return block
 
     def read_line(self, timeout: float | None = None) -> bytes:

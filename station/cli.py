@@ -164,6 +164,12 @@ def cmd_sim(args) -> int:
     return sim_cli.run(args)
 
 
+def cmd_sim_spectrometer(args) -> int:
+    from drivers.sim import spectro_cli
+
+    return spectro_cli.run(args)
+
+
 def cmd_sim_control(args) -> int:
     from drivers.sim.control import SimControl
 
@@ -260,6 +266,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim)
+    s = sim.add_parser("spectrometer", parents=[common], help="a simulated spectrometer: serial, Modbus RTU or TCP")
+    from drivers.sim import spectro_cli
+
+    spectro_cli.add_arguments(s)
+    s.set_defaults(func=cmd_sim_spectrometer)
     s = sim.add_parser("broker", help="a private MQTT broker (mosquitto) for trying the station by hand")
     s.add_argument("--port", type=int, default=18830, help="port on 127.0.0.1 (default 18830, the sim config's)")
     s.add_argument("--dir", metavar="DIR", help="keep its config, log and persistence here (default: a temp dir)")
@@ -267,7 +278,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
-                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status")
+                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status; "
+                   "spectrometer: stone ID KIND | lamp hgar|off | dark | light | saturate")
     s.set_defaults(func=cmd_sim_control)
 
     from station.spectra import cli as spectra_cli  # registers `fingerprint` and `screen`; imports numpy lazily

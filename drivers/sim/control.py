@@ -29,18 +29,24 @@ _HELP = ("place UG, remove, noise UG, drift UG_PER_S, unit g|ct|oz..., fault gar
 
 
 def run_command(sim: Any, line: str) -> dict:
-    """Run one control command on a simulator."""
+    """Run one control command on a simulator.
+
+    A simulator may add its own words in ``CONTROL_EXTRA`` (same shape as
+    ``_CONTROL``), e.g. the spectrometer's ``stone ID KIND``.
+    """
     name, *args = line.split() or [""]
+    table = {**_CONTROL, **getattr(sim, "CONTROL_EXTRA", {})}
     try:
         if name == "status" and not args:
             return {"ok": True, **sim.status()}
         if name == "fault" and len(args) == (2 if args[:1] == ["timeout"] else 1):
             sim.inject(args[0], *map(float, args[1:]))
-        elif name in _CONTROL and len(args) == len(_CONTROL[name][1]):
-            method, types = _CONTROL[name]
+        elif name in table and len(args) == len(table[name][1]) and hasattr(sim, table[name][0]):
+            method, types = table[name]
             getattr(sim, method)(*(t(a) for t, a in zip(types, args)))
         else:
-            return {"ok": False, "error": f"cannot run {line.strip()!r}; commands: {_HELP}"}
+            words = _HELP + "".join(f", {w}" for w in getattr(sim, "CONTROL_EXTRA", {}))
+            return {"ok": False, "error": f"cannot run {line.strip()!r}; commands: {words}"}
     except (ValueError, OSError, RuntimeError) as e:
         return {"ok": False, "error": str(e)}
     return {"ok": True}

@@ -19,10 +19,12 @@ import queue
 import select
 import socket
 import threading
+import time
 import tty
 from collections.abc import Callable
 
 _STOP_WAIT_S = 5.0
+_WRITE_WAIT_S = 2.0
 
 
 class SimPort:
@@ -120,13 +122,23 @@ class SimPort:
     def write(self, data: bytes) -> None:
         try:
             if self._master is not None:
-                os.write(self._master, data)
+                self._write_pty(memoryview(data))
             elif self._client is not None:
                 self._client.sendall(data)
-        except BlockingIOError:
-            pass  # nobody reading and the buffer is full: a real UART drops it too
         except OSError:
             self._drop_client()
+
+    def _write_pty(self, data: memoryview) -> None:
+        # The pty buffer holds a few kB: a spectrum block takes several
+        # writes while the driver drains it.
+        deadline = time.monotonic() + _WRITE_WAIT_S
+        while data:
+            try:
+                data = data[os.write(self._master, data):]
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return  # nobody reading and the buffer is full: a real UART drops it too
+                select.select([], [self._master], [], 0.05)
 
     def idle(self, seconds: float) -> bool:
         """Keep the link serviced for up to ``seconds`` while a command waits.
