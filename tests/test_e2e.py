@@ -30,12 +30,19 @@ def setup(tmp_path, sim, mosquitto):
 class Collector:
     def __init__(self, port: int, client_id: str = "test-consumer") -> None:
         self.payloads: list[bytes] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.sub = MqttSubscriber("127.0.0.1", port, "stations/+/records", client_id, self._on)
 
     def _on(self, payload: bytes, props) -> None:
         with self.lock:
             self.payloads.append(payload)
+            self.lock.notify_all()
+
+    def wait_distinct(self, n: int, timeout: float = 30.0) -> None:
+        """The station is done once the BROKER has a record; the consumer gets it
+        when it has reconnected (its own back-off), so wait for that, bounded."""
+        with self.lock:
+            self.lock.wait_for(lambda: len(set(self.payloads)) >= n, timeout)
 
     def distinct(self) -> list[bytes]:
         with self.lock:
@@ -78,6 +85,7 @@ def test_stones_become_verified_records(tmp_path, sim, mosquitto, setup):
     for i, mass in enumerate(STONES, 1):
         weigh(sim, st, mass, i, last=i == len(STONES))
     assert st.wait() == 0
+    consumer.wait_distinct(len(STONES))
     consumer.sub.stop()
 
     payloads = independent_check(consumer.distinct(), jwk)
@@ -128,6 +136,7 @@ def test_broker_down_while_measuring_loses_nothing(tmp_path, sim, mosquitto, set
     mosquitto.start()  # same port, persistent sessions
     weigh(sim, st, 140_000, 4, last=True)
     assert st.wait(timeout=60) == 0
+    consumer.wait_distinct(4)
     consumer.sub.stop()
     records = consumer.distinct()
     payloads = independent_check(records, jwk)
