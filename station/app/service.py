@@ -27,6 +27,8 @@ from station.delivery.publisher import Publisher
 from station.delivery.tls import from_config as client_credentials
 from station.errors import DeviceError, OutboxError, StationError
 from station.instruments.devices import AmbientDevice, Instrument, ScaleDevice, open_instrument
+from station.instruments.steps import build_steps
+from station.records.artifacts import ARTIFACTS_DIR, ArtifactStore
 from station.records.chain import RecordWriter
 from station.records.cose import Signer
 from station.records.keys import load_private_key
@@ -91,9 +93,12 @@ class Station:
         scale = self.instruments[cfg.scale_name]
         assert isinstance(scale, ScaleDevice)
         ambient = next((i for i in self.instruments.values() if isinstance(i, AmbientDevice)), None)
+        self.artifacts = ArtifactStore(cfg.station.state_dir / ARTIFACTS_DIR)
+        steps = build_steps(list(self.instruments.values()), self.artifacts)
         pan = self.outbox.get_meta(PAN_META)
         self._pan_saved = int(pan) if pan else None
-        self.session = StoneSession(scale, cfg.cycle, ambient=ambient, emit=self.bus.publish, on_pan=self._pan_saved)
+        self.session = StoneSession(scale, cfg.cycle, steps=steps, ambient=ambient, emit=self.bus.publish,
+                                    on_pan=self._pan_saved)
         self.bus.subscribe(self._status_from_event)
 
     # -- main thread -------------------------------------------------------

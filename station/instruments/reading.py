@@ -51,6 +51,10 @@ class Reading:
     scale: int = 0  # decimal exponent: the quantity is value × 10^scale unit
     artifact: ArtifactRef | None = None
     stable: bool | None = None
+    # What an analysis made of it, deterministic-CBOR-able (a spectrum's
+    # fingerprint, peak table and screening verdict); signed with the record.
+    details: dict | None = None
+    note: str = ""  # one line for the operator, e.g. "screening PASS"
 
     def __post_init__(self) -> None:
         if (self.value is None) == (self.artifact is None):

@@ -50,6 +50,8 @@ def reading_to_cbor(r: Reading) -> dict:
         out["artifact"] = r.artifact.to_cbor()
     if r.stable is not None:
         out["stable"] = r.stable
+    if r.details is not None:
+        out["details"] = r.details
     if r.quantity == "mass" and r.value is not None and r.value >= 0:
         out["carat"] = format_carats(r.value)
         out["carat_raw"] = format_raw_carats(r.value)

@@ -127,8 +127,10 @@ class StoneSession:
         self.on_pan = seq
         self._go(Phase.AWAIT_REMOVAL)
         flags = f" — {', '.join(m.flags)}: weigh again on a second balance" if m.flags else ""
+        notes = "".join(f"; {r.note}" for r in m.readings[1:] if r.note)
         self.emit(ev.StoneRecorded(
-            f"Recorded #{seq}: {format_carats(mass)} ct ({format_raw_carats(mass)} ct raw), {mass} µg{flags}. Remove the stone.",
+            f"Recorded #{seq}: {format_carats(mass)} ct ({format_raw_carats(mass)} ct raw), {mass} µg{notes}{flags}. "
+            "Remove the stone.",
             seq, mass, format_carats(mass), format_raw_carats(mass), tuple(m.flags)))
 
     def not_recorded(self, reason: str) -> None:
