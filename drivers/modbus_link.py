@@ -265,7 +265,7 @@ class ModbusLink:
                 self._disconnect()
                 self._history.append("< (connection lost)")
                 raise LinkError(
-                    f"lost the connection to {self.url}: {e}",
+                    f"lost the connection to {self.url} (unplugged, powered off, or the cable is loose)",
                     "check the cable; the station reconnects automatically",
                     transcript=self.transcript(),
                 ) from None
