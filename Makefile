@@ -1,6 +1,6 @@
 # Two commands do all the set-up: `make demo` and `make test`.
 # Both create .venv, install the package and, when missing, the Debian
-# packages the station and its tests run against (mosquitto, systemd-analyze).
+# packages the station and its tests run against (mosquitto, systemd-analyze, mbpoll).
 
 PY      ?= python3
 VENV    := .venv
@@ -28,6 +28,7 @@ system-deps:
 	@missing=""; \
 	  [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  command -v mbpoll >/dev/null 2>&1 || missing="$$missing mbpoll"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -198,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sim_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim)
+    s = sim.add_parser("ambient", parents=[common], help="a simulated Modbus RTU temperature/humidity sensor")
+    from drivers.sim import ambient_cli
+
+    ambient_cli.add_arguments(s)
+    s.set_defaults(func=ambient_cli.run)
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "

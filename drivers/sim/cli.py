@@ -23,8 +23,11 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=["mtsics"], default="mtsics",
+    parser.add_argument("--protocol", choices=["mtsics", "modbus-rtu", "modbus-tcp"], default="mtsics",
                         help="wire protocol to simulate (default: mtsics)")
+    parser.add_argument("--map", default="generic-float32", metavar="NAME|FILE",
+                        help="Modbus register map: laumas, flintec, generic-float32 or a .toml file")
+    parser.add_argument("--unit-id", type=int, default=1, help="Modbus unit id (default 1)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--link", metavar="PATH",
                        help="keep a symlink at PATH pointing at the pty, like /dev/serial/by-id")
@@ -43,30 +46,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stop = threading.Event()
+    stop, sim = threading.Event(), None
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
-    sim = MtSicsSimulator(serial=args.serial, settle_s=args.settle, noise_ug=args.noise,
-                          link_path=args.link, tcp=args.tcp)
     try:
         try:
+            sim = _make_sim(args)
             sim.start()
             host, port = sim.start_control(*args.control)
         except OSError as e:
             print(f"error: cannot start the simulator: {e}. Fix: choose another --link path "
                   "or --tcp/--control address", file=sys.stderr)
             return 1
+        except ValueError as e:  # a bad register map or option
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if args.json:
             print(json.dumps({"port": sim.port, "control": f"{host}:{port}",
                               "serial": sim.serial}))
         else:
-            print(f"MT-SICS balance simulator (serial {sim.serial}) on {sim.port}; "
-                  f"control on {host}:{port}")
+            print(f"{_describe(sim, args)} on {sim.port}; control on {host}:{port}")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
     finally:
-        sim.stop()
+        if sim is not None:
+            sim.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _make_sim(args: argparse.Namespace):
+    if args.protocol == "mtsics":
+        return MtSicsSimulator(serial=args.serial, settle_s=args.settle, noise_ug=args.noise,
+                               link_path=args.link, tcp=args.tcp)
+    from drivers.sim.modbus_scale import ModbusScaleSimulator
+
+    framing = "tcp" if args.protocol == "modbus-tcp" else "rtu"
+    tcp = args.tcp or (("127.0.0.1", 0) if framing == "tcp" else None)
+    return ModbusScaleSimulator(regmap=args.map, framing=framing, unit_id=args.unit_id,
+                                serial=args.serial, settle_s=args.settle, noise_ug=args.noise,
+                                link_path=args.link, tcp=tcp)
+
+
+def _describe(sim, args: argparse.Namespace) -> str:
+    if args.protocol == "mtsics":
+        return f"MT-SICS balance simulator (serial {sim.serial})"
+    return f"{args.protocol} scale simulator ({sim.map.name}, unit {args.unit_id}, serial {sim.serial})"
