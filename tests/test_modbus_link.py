@@ -1,0 +1,204 @@
+"""ModbusLink against a real pymodbus server: RTU on a pty, RTU over TCP, Modbus TCP."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.modbus_link import ModbusExceptionReply, ModbusLink, RegisterServer, shared_link
+from drivers.sim.modbus_wire import ModbusWire, crc16, rtu_request_length
+
+
+class Bank:
+    """Unit u's register i reads u * 1000 + i; address 50 answers exception 2."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.writes: list[tuple[int, int, list[int]]] = []
+
+    def __call__(self, unit, fc, address, count, registers, written):
+        self.times.append(time.monotonic())
+        if address == 50:
+            return 2
+        if written is not None:
+            self.writes.append((unit, address, written))
+            return None
+        for i in range(count):
+            registers[address + i] = unit * 1000 + address + i
+        return None
+
+
+@pytest.fixture(params=["rtu-pty", "rtu-socket", "tcp"])
+def wire(request, tmp_path):
+    bank = Bank()
+    kind = request.param
+    if kind == "rtu-pty":
+        w = ModbusWire({1: 100, 2: 100}, bank, framing="rtu", link_path=str(tmp_path / "usb-RS485-if00"))
+    else:
+        w = ModbusWire({1: 100, 2: 100}, bank, framing="rtu" if kind == "rtu-socket" else "tcp",
+                       tcp=("127.0.0.1", 0))
+    with_start = w.start()
+    with_start.bank = bank
+    yield with_start
+    w.stop()
+
+
+def test_reads_writes_and_the_transcript(wire):
+    link = ModbusLink(wire.path, timeout=0.5)
+    with link:
+        assert link.read_holding(1, 5, 2) == [1005, 1006]
+        assert link.read_input(2, 0, 1) == [2000]
+        link.write_register(1, 9, 0x86A0)
+        link.write_registers(2, 10, [1, 2])
+    assert wire.bank.writes == [(1, 9, [0x86A0]), (2, 10, [1, 2])]
+    assert link.transcript() == [
+        "> FC03 @1 addr 5 x2", "< [0x03ed, 0x03ee]",
+        "> FC04 @2 addr 0 x1", "< [0x07d0]",
+        "> FC06 @1 addr 9 = [0x86a0]", "< ok",
+        "> FC16 @2 addr 10 = [0x0001, 0x0002]", "< ok",
+    ]
+    assert not link.is_open
+
+
+def test_exception_reply_is_a_protocol_error_naming_the_map(wire):
+    with ModbusLink(wire.path, timeout=0.5, setting="devices.scale.map") as link:
+        with pytest.raises(ModbusExceptionReply) as info:
+            link.read_holding(1, 50, 1)
+        assert info.value.code == 2 and isinstance(info.value, ProtocolError)
+        assert "exception 2 (illegal data address)" in info.value.what
+        assert "devices.scale.map" in info.value.fix
+        assert info.value.transcript[-2:] == ["> FC03 @1 addr 50 x1", "< exception 2 (illegal data address)"]
+        with pytest.raises(ModbusExceptionReply):
+            link.read_holding(1, 99, 2)  # runs past the bank
+        assert link.read_holding(1, 98, 2) == [1098, 1099]  # the last two registers
+
+
+@pytest.mark.parametrize("kind", ["crc", "noreply", "exception"])
+def test_wire_faults_map_to_error_types(wire, kind):
+    with ModbusLink(wire.path, timeout=0.3) as link:
+        wire.inject(kind)
+        expected = {"crc": ProtocolError, "noreply": ReplyTimeout, "exception": DeviceRefused}[kind]
+        with pytest.raises(expected) as info:
+            link.read_holding(1, 0, 3)
+        last = info.value.transcript[-1]
+        if kind == "crc":
+            assert last.startswith("< bad frame ") and "CRC or framing" in info.value.what
+        elif kind == "noreply":
+            assert last == "< (no reply)" and "within 0.3 s" in info.value.what
+        else:
+            assert last == "< exception 4 (slave device failure)"
+        assert link.read_holding(1, 0, 3) == [1000, 1001, 1002]  # one-shot: the next request works
+
+
+def test_unknown_unit_gets_no_reply_on_rtu(tmp_path):
+    w = ModbusWire({1: 10}, Bank(), framing="rtu", link_path=str(tmp_path / "bus")).start()
+    try:
+        with ModbusLink(w.path, timeout=0.2) as link:
+            with pytest.raises(ReplyTimeout, match="no reply from unit 7"):
+                link.read_holding(7, 0, 1)
+            assert link.read_holding(1, 0, 1) == [1000]
+    finally:
+        w.stop()
+
+
+def test_gap_between_requests(wire):
+    with ModbusLink(wire.path, timeout=0.5, gap_s=0.05) as link:
+        for _ in range(4):
+            link.read_holding(1, 0, 1)
+    t = wire.bank.times
+    assert all(b - a >= 0.05 for a, b in zip(t, t[1:]))
+
+
+def test_two_threads_share_one_bus_one_request_at_a_time(wire):
+    link = shared_link(wire.path, timeout=1.0)
+    assert shared_link(wire.path) is link
+    link.open()
+    link.open()  # a second device on the same bus
+    errors = []
+
+    def poll(unit):
+        try:
+            for i in range(25):
+                assert link.read_holding(unit, i, 3) == [unit * 1000 + i + k for k in range(3)]
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=poll, args=(u,)) for u in (1, 2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert errors == []
+    link.close()
+    assert link.is_open  # the other device still uses it
+    link.close()
+    assert not link.is_open
+
+
+def test_unplug_then_replug_on_a_pty(tmp_path):
+    w = ModbusWire({1: 10}, Bank(), framing="rtu", link_path=str(tmp_path / "bus")).start()
+    try:
+        link = ModbusLink(w.path, timeout=0.3, setting="devices.scale.port")
+        link.open()
+        w.unplug()
+        with pytest.raises(LinkError) as info:
+            link.read_holding(1, 0, 1)
+        assert "lost the connection" in info.value.what and "reconnects" in info.value.fix
+        with pytest.raises(LinkError, match="does not exist") as info:
+            link.reopen()
+        assert "devices.scale.port" in info.value.fix and "by-id" in info.value.fix
+        w.replug()
+        link.reopen()
+        assert link.read_holding(1, 0, 1) == [1000]
+        link.close()
+    finally:
+        w.stop()
+
+
+def test_bad_urls_and_refused_connections():
+    with pytest.raises(LinkError, match="cannot use Modbus port") as info:
+        ModbusLink("tcp://nohost", setting="devices.scale.port")
+    assert "devices.scale.port" in info.value.fix
+    with pytest.raises(LinkError):
+        ModbusLink("bogus://x")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url in (f"tcp://127.0.0.1:{port}", f"socket://127.0.0.1:{port}"):
+        with pytest.raises(LinkError, match="cannot connect") as info:
+            ModbusLink(url, timeout=0.3).open()
+        assert "simulator is running" in info.value.fix
+    link = ModbusLink(f"tcp://127.0.0.1:{port}")
+    with pytest.raises(LinkError, match="not open"):
+        link.read_holding(1, 0, 1)
+
+
+def test_count_limits(wire):
+    with ModbusLink(wire.path, timeout=0.5) as link:
+        with pytest.raises(ValueError):
+            link.read_holding(1, 0, 0)
+        with pytest.raises(ValueError):
+            link.read_holding(1, 0, 126)
+        with pytest.raises(ValueError):
+            link.write_register(1, 0, 0x10000)
+
+
+def test_register_server_alone_speaks_modbus_tcp():
+    srv = RegisterServer({1: 4}, Bank(), framing="tcp")
+    host, port = srv.start()
+    try:
+        with ModbusLink(f"tcp://{host}:{port}", timeout=0.5) as link:
+            assert link.read_holding(1, 1, 3) == [1001, 1002, 1003]
+    finally:
+        srv.stop()
+
+
+def test_rtu_framing_helpers():
+    frame = bytes([1, 3, 0, 0, 0, 1])
+    assert crc16(frame) == bytes([0x84, 0x0A])  # the classic 01 03 00 00 00 01 84 0A
+    assert rtu_request_length(b"\x01") is None
+    assert rtu_request_length(frame + crc16(frame)) == 8
+    assert rtu_request_length(bytes([1, 16, 0, 0, 0, 2, 4])) == 13
+    assert rtu_request_length(bytes([1, 16, 0, 0, 0, 2])) is None
