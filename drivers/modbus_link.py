@@ -79,8 +79,23 @@ class ModbusBusy(DeviceRefused):
         self.code = code
 
 
+_HEX = "0x{:04x}".format
+
+
 def _hexwords(regs: Sequence[int]) -> str:
-    return "[" + ", ".join(f"0x{r:04x}" for r in regs) + "]"
+    return "[" + ", ".join(map(_HEX, regs)) + "]"
+
+
+def _shown(entry: str | tuple) -> str:
+    """History entries are kept raw on the hot path and formatted when read."""
+    if isinstance(entry, str):
+        return entry
+    if entry[0] == "<":
+        return f"< {_hexwords(entry[1])}"
+    _, fc, unit, address, count, values = entry
+    if values is None:
+        return f"> FC{fc:02d} @{unit} addr {address} x{count}"
+    return f"> FC{fc:02d} @{unit} addr {address} = {_hexwords(values)}"
 
 
 def _parse_url(url: str) -> tuple[str, str, int]:
@@ -124,7 +139,7 @@ class ModbusLink:
         self._client: ModbusSerialClient | ModbusTcpClient | None = None
         self._users = 0
         self._last_end = 0.0
-        self._history: deque[str] = deque(maxlen=history)
+        self._history: deque[str | tuple] = deque(maxlen=history)
         self._rx = bytearray()  # raw bytes of the current reply, from pymodbus's trace hook
 
     # -- lifecycle ---------------------------------------------------------
@@ -232,11 +247,8 @@ class ModbusLink:
         if values is None:
             if not 1 <= count <= MAX_READ:
                 raise ValueError(f"count must be 1..{MAX_READ}, got {count}")
-            shown = f"> FC{fc:02d} @{unit} addr {address} x{count}"
-        else:
-            if not values or any(not 0 <= v <= 0xFFFF for v in values):
-                raise ValueError(f"register values must be 0..65535: {values!r}")
-            shown = f"> FC{fc:02d} @{unit} addr {address} = {_hexwords(values)}"
+        elif not values or any(not 0 <= v <= 0xFFFF for v in values):
+            raise ValueError(f"register values must be 0..65535: {values!r}")
         with self._lock:
             client = self._client
             if client is None or not client.connected:
@@ -248,7 +260,7 @@ class ModbusLink:
             wait = self._last_end + self.gap_s - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self._history.append(shown)
+            self._history.append((">", fc, unit, address, count, values))
             self._rx.clear()
             try:
                 if fc == FC_READ_HOLDING:
@@ -281,7 +293,7 @@ class ModbusLink:
             regs = list(rr.registers)
             if len(regs) != count:
                 raise self._malformed(f"asked for {count} registers, got {len(regs)}")
-            self._history.append(f"< {_hexwords(regs)}")
+            self._history.append(("<", regs))
             return regs
 
     def _no_reply(self, unit: int, e: Exception) -> ProtocolError | ReplyTimeout:
@@ -323,7 +335,7 @@ class ModbusLink:
         )
 
     def transcript(self) -> list[str]:
-        return list(self._history)
+        return [_shown(e) for e in self._history]
 
 
 _SHARED: dict[str, ModbusLink] = {}

@@ -15,17 +15,18 @@ from collections.abc import Callable
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
 from drivers.kinds import Identity, Weight
 from drivers.modbus_link import ModbusLink
-from drivers.regmap import FIX_MAP, ScaleRegisterMap, decode_scale
+from drivers.regmap import FIX_MAP, ScaleDecoder, ScaleRegisterMap
 
 __all__ = ["ModbusScale", "read_blocks", "block_line", "decode_serial"]
 
 
+_HEX = "0x{:04x}".format
+
+
 def block_line(table: str, address: int, regs: list[int]) -> str:
-    base = 40001 if table == "holding" else 30001
-    words = ", ".join(f"0x{r:04x}" for r in regs)
-    first = base + address
+    first = (40001 if table == "holding" else 30001) + address
     span = f"{first}..{first + len(regs) - 1}" if len(regs) > 1 else f"{first}"
-    return f"< {span} = [{words}]"
+    return f"< {span} = [{', '.join(map(_HEX, regs))}]"
 
 
 def read_blocks(link: ModbusLink, unit: int, reads: list[tuple[str, int, int]]
@@ -36,7 +37,8 @@ def read_blocks(link: ModbusLink, unit: int, reads: list[tuple[str, int, int]]
     for table, address, count in reads:
         read = link.read_holding if table == "holding" else link.read_input
         values = read(unit, address, count)
-        regs.update({(table, address + i): v for i, v in enumerate(values)})
+        for i, v in enumerate(values, address):
+            regs[(table, i)] = v
         raw.append(block_line(table, address, values))
     return regs, tuple(raw)
 
@@ -77,6 +79,7 @@ class ModbusScale:
         self.stable_timeout, self.poll_s = stable_timeout, poll_s
         self._clock, self._sleep = clock, sleep
         self._reads = regmap.reads()
+        self._decoder = ScaleDecoder(regmap)
         self._holding = False  # whether this driver counts as a user of the shared link
         self.identity: Identity | None = None
 
@@ -137,7 +140,7 @@ class ModbusScale:
     def weigh_now(self) -> Weight:
         regs, raw = read_blocks(self.link, self.unit_id, self._reads)
         try:
-            r = decode_scale(self.map, regs)
+            r = self._decoder.decode(regs)
         except ProtocolError as e:
             raise ProtocolError(e.what, e.fix, self.link.transcript()) from None
         if r.error:

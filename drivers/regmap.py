@@ -37,7 +37,7 @@ from drivers.errors import ProtocolError
 
 __all__ = [
     "Register", "ScaleRegisterMap", "AmbientRegisterMap", "ScaleRegisters", "AmbientValues",
-    "decode_scale", "encode_scale", "decode_ambient", "encode_ambient", "load_map",
+    "decode_scale", "ScaleDecoder", "encode_scale", "decode_ambient", "encode_ambient", "load_map",
     "float32_to_ug", "UNIT_UG", "MAP_DIR",
 ]
 
@@ -215,22 +215,18 @@ class AmbientValues:
 
 
 def _get(regs: Mapping[tuple[str, int], int], key: tuple[str, int]) -> int:
-    try:
-        v = regs[key]
-    except KeyError:
-        raise ProtocolError(f"register {key[1]} ({key[0]}) was not read", FIX_MAP) from None
-    if not isinstance(v, int) or not 0 <= v <= 0xFFFF:
+    v = regs.get(key)
+    if v is None:
+        raise ProtocolError(f"register {key[1]} ({key[0]}) was not read", FIX_MAP)
+    if v.__class__ is not int or not 0 <= v <= 0xFFFF:
         raise ProtocolError(f"register {key[1]} holds {v!r}, not a 16-bit value", FIX_MAP)
     return v
 
 
 def _words(regs, table: str, address: int, n: int, order: str) -> int:
-    words = [_get(regs, (table, address + i)) for i in range(n)]
-    if order == "little":
-        words.reverse()
     value = 0
-    for w in words:
-        value = (value << 16) | w
+    for i in (range(n) if order == "big" else range(n - 1, -1, -1)):
+        value = (value << 16) | _get(regs, (table, address + i))
     return value
 
 
@@ -252,47 +248,75 @@ def float32_to_ug(value: float, unit: str, readability_ug: int | None = None) ->
     return ug
 
 
-def _bit(word: int, n: int | None) -> bool:
-    return n is not None and bool((word >> n) & 1)
-
-
 def decode_scale(m: ScaleRegisterMap, regs: Mapping[tuple[str, int], int]) -> ScaleRegisters:
     """Registers keyed by (table, protocol address) -> exact weight and flags."""
-    st = 0
-    if m.status is not None:
-        st = _words(regs, m.status.table, m.status.address, _WIDTH[m.status.type], m.status.word_order)
-    w = m.weight
-    raw = _words(regs, w.table, w.address, _WIDTH[w.type], w.word_order)
-    if w.type == "float32":
-        value_ug = float32_to_ug(struct.unpack(">f", raw.to_bytes(4, "big"))[0], m.unit, m.readability_ug)
-    else:
-        counts = _signed(raw, 16 * _WIDTH[w.type]) if w.type.startswith("int") else raw
-        if m.status is not None and _bit(st, m.status.negative):
-            counts = -counts
-        if m.factor is not None:
-            factor = m.factor
-        else:
-            if m.decimals is not None:
-                dp = m.decimals
-            elif m.decimal_point_register is not None:
-                dp = _get(regs, (m.decimal_point_register.table, m.decimal_point_register.address))
+    return ScaleDecoder(m).decode(regs)
+
+
+class ScaleDecoder:
+    """:func:`decode_scale` with the map's addresses and arithmetic worked out once
+    (a driver polls many times a second; pydantic properties are not free)."""
+
+    def __init__(self, m: ScaleRegisterMap) -> None:
+        self.map = m
+        w, s = m.weight, m.status
+        self._weight = (w.table, w.address, _WIDTH[w.type], w.word_order)
+        self._float = w.type == "float32"
+        self._sign_bits = 16 * _WIDTH[w.type] if w.type.startswith("int") else 0
+        self._status = (s.table, s.address, _WIDTH[s.type], s.word_order) if s is not None else None
+        bit = (lambda n: None if s is None or n is None else 1 << n)
+        self._neg, self._stable = bit(s and s.negative), bit(s and s.stable)
+        self._unstable, self._over = bit(s and s.unstable), bit(s and s.overload)
+        self._under, self._err = bit(s and s.underload), bit(s and s.error)
+        self._dp_reg = ((m.decimal_point_register.table, m.decimal_point_register.address)
+                        if m.decimal_point_register is not None else None)
+        self._dp_bits = tuple(s.decimal_point) if s is not None and s.decimal_point is not None else None
+        self._unit_ug = UNIT_UG[m.unit]
+        self._factors: dict[int, tuple[int, int]] = {}  # decimals -> (numerator, denominator) of µg/count
+
+    def _ug_per_count(self, dp: int) -> tuple[int, int]:
+        """µg per count as an exact fraction (n, d): counts × n must be divisible by d."""
+        got = self._factors.get(dp)
+        if got is None:
+            if self.map.factor is not None:
+                n, d = (self.map.factor * self._unit_ug).as_integer_ratio()
             else:
-                lo, hi = m.status.decimal_point  # type: ignore[union-attr, misc]
+                n, d = self._unit_ug, 10 ** dp
+            g = math.gcd(n, d)
+            got = self._factors[dp] = (n // g, d // g)
+        return got
+
+    def decode(self, regs: Mapping[tuple[str, int], int]) -> ScaleRegisters:
+        st = _words(regs, *self._status) if self._status is not None else 0
+        raw = _words(regs, *self._weight)
+        m = self.map
+        if self._float:
+            value_ug = float32_to_ug(struct.unpack(">f", raw.to_bytes(4, "big"))[0], m.unit, m.readability_ug)
+        else:
+            counts = _signed(raw, self._sign_bits) if self._sign_bits else raw
+            if self._neg is not None and st & self._neg:
+                counts = -counts
+            if m.factor is not None:
+                dp = -1
+            elif m.decimals is not None:
+                dp = m.decimals
+            elif self._dp_reg is not None:
+                dp = _get(regs, self._dp_reg)
+            else:
+                lo, hi = self._dp_bits  # type: ignore[misc]
                 dp = (st >> lo) & ((1 << (hi - lo + 1)) - 1)
             if dp > 9:
                 raise ProtocolError(f"the transmitter reports {dp} decimals (at most 9 make sense)", FIX_MAP)
-            factor = Decimal(1).scaleb(-dp)
-        with localcontext() as ctx:
-            ctx.prec = 80
-            ug = Decimal(counts) * factor * UNIT_UG[m.unit]
-        if ug != ug.to_integral_value():
-            raise ProtocolError(f"{counts} counts × {factor} {m.unit} is finer than 1 µg", FIX_MAP)
-        value_ug = int(ug)
-    s = m.status
-    if s is None:
-        return ScaleRegisters(value_ug, True, False, False, False)
-    stable = _bit(st, s.stable) if s.stable is not None else not _bit(st, s.unstable)
-    return ScaleRegisters(value_ug, stable, _bit(st, s.overload), _bit(st, s.underload), _bit(st, s.error))
+            n, d = self._ug_per_count(dp)
+            value_ug, rem = divmod(counts * n, d)
+            if rem:
+                raise ProtocolError(f"{counts} counts at {n}/{d} µg per count is finer than 1 µg", FIX_MAP)
+        if self._status is None:
+            return ScaleRegisters(value_ug, True, False, False, False)
+        stable = bool(st & self._stable) if self._stable is not None else not (
+            self._unstable is not None and st & self._unstable)
+        return ScaleRegisters(value_ug, stable, bool(self._over and st & self._over),
+                              bool(self._under and st & self._under), bool(self._err and st & self._err))
 
 
 def encode_scale(m: ScaleRegisterMap, value_ug: int, *, stable: bool = True, overload: bool = False,
