@@ -140,6 +140,7 @@ class ModbusLink:
         self._users = 0
         self._last_end = 0.0
         self._history: deque[str | tuple] = deque(maxlen=history)
+        self._shared_settings: dict = {}
         self._rx = bytearray()  # raw bytes of the current reply, from pymodbus's trace hook
 
     # -- lifecycle ---------------------------------------------------------
@@ -348,6 +349,14 @@ def shared_link(url: str, **settings) -> ModbusLink:
         link = _SHARED.get(url)
         if link is None:
             link = _SHARED[url] = ModbusLink(url, **settings)
+            link._shared_settings = settings
+        elif settings and settings != link._shared_settings:
+            raise LinkError(
+                f"two devices on {url} ask for different bus settings "
+                f"({link._shared_settings} and {settings})",
+                "devices on one RS-485 bus share its baud rate, parity, timeout and gap: "
+                "give them the same settings",
+            )
         return link
 
 

@@ -202,3 +202,81 @@ def test_rtu_framing_helpers():
     assert rtu_request_length(frame + crc16(frame)) == 8
     assert rtu_request_length(bytes([1, 16, 0, 0, 0, 2, 4])) == 13
     assert rtu_request_length(bytes([1, 16, 0, 0, 0, 2])) is None
+
+
+def test_shared_link_refuses_different_settings(tmp_path):
+    url = f"tcp://127.0.0.1:{9}"  # never opened
+    first = shared_link(url, timeout=0.5, gap_s=0.02)
+    assert shared_link(url) is first
+    assert shared_link(url, timeout=0.5, gap_s=0.02) is first
+    with pytest.raises(LinkError, match="different bus settings") as info:
+        shared_link(url, timeout=0.5, gap_s=0.1)
+    assert "same settings" in info.value.fix
+
+
+class GarbagePeer:
+    """A pty peer that answers every request with the given bytes."""
+
+    def __init__(self):
+        import os
+        import tty
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self.reply = b""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import os
+        import select
+        while not self.stop.is_set():
+            ready, _, _ = select.select([self.master], [], [], 0.02)
+            if ready:
+                os.read(self.master, 4096)
+                if self.reply:
+                    os.write(self.master, self.reply)
+
+    def close(self):
+        import os
+        self.stop.set()
+        self.thread.join(2)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture(scope="module")
+def garbage_peer():
+    peer = GarbagePeer()
+    link = ModbusLink(peer.path, timeout=0.05, baudrate=115200)
+    link.open()
+    yield peer, link
+    link.close()
+    peer.close()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reply=st.one_of(
+    st.binary(min_size=1, max_size=40),
+    # a well-framed reply with arbitrary content: right CRC, any byte count
+    st.binary(min_size=1, max_size=20).map(lambda b: bytes([1, 3, len(b)]) + b),
+    st.binary(min_size=0, max_size=6).map(lambda b: bytes([1, 0x83]) + b),
+).map(lambda b: b if len(b) < 3 or b[0] != 1 else b + crc16(b)))
+def test_arbitrary_reply_bytes_give_only_driver_errors(garbage_peer, reply):
+    peer, link = garbage_peer
+    peer.reply = reply
+    try:
+        regs = link.read_holding(1, 0, 2)
+    except (ProtocolError, ReplyTimeout, DeviceRefused) as e:
+        assert e.transcript[-2] == "> FC03 @1 addr 0 x2"
+        return
+    finally:
+        peer.reply = b""  # a late tail is harmless: pymodbus flushes input before each request
+        if not link.is_open:
+            link.reopen()
+    assert len(regs) == 2 and all(0 <= r <= 0xFFFF for r in regs)
