@@ -25,7 +25,7 @@ def sim(tmp_path):
 
 
 def make_sensor(port, **kw):
-    return ModbusAmbientSensor(ModbusLink(port, timeout=0.3, setting="devices.ambient.port"), **kw)
+    return ModbusAmbientSensor(ModbusLink(port, timeout=1.0, setting="devices.ambient.port"), **kw)
 
 
 def test_reads_exact_tenths(sim):

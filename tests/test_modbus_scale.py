@@ -36,7 +36,7 @@ def make_sim(tmp_path, regmap="generic-float32", framing="rtu", **kw):
 def make_scale(sim, regmap=None, **kw) -> ModbusScale:
     kw.setdefault("stable_timeout", 2.0)
     kw.setdefault("poll_s", 0.02)
-    return ModbusScale(ModbusLink(sim.port, timeout=0.3, setting="devices.scale.port"),
+    return ModbusScale(ModbusLink(sim.port, timeout=1.0, setting="devices.scale.port"),
                        load_map(regmap) if isinstance(regmap, str) else sim.map, **kw)
 
 
@@ -207,7 +207,7 @@ def test_wrong_map_names_the_map(tmp_path):
 def test_scale_and_ambient_sensor_share_one_bus(tmp_path):
     ambient = AmbientRegisters(temperature_dc=-52, humidity_dpct=455)
     with make_sim(tmp_path, extra_units={2: ambient.bank()}) as sim:
-        link = shared_link(sim.port, timeout=0.3, gap_s=0.005)
+        link = shared_link(sim.port, timeout=1.0, gap_s=0.005)
         scale = ModbusScale(link, sim.map, unit_id=1, stable_timeout=2, poll_s=0.02)
         sensor = ModbusAmbientSensor(link, unit_id=2)
         assert isinstance(sensor, AmbientSensor)
@@ -291,7 +291,7 @@ def test_cli_rtu_pty_with_control_faults(tmp_path):
     try:
         assert info["port"] == str(link) and info["serial"] == SIM_SERIAL
         with SimControl(*info["control"].rsplit(":", 1)) as ctl:
-            scale = ModbusScale(ModbusLink(info["port"], timeout=0.3), load_map("laumas"), stable_timeout=2)
+            scale = ModbusScale(ModbusLink(info["port"], timeout=1.0), load_map("laumas"), stable_timeout=2)
             scale.identify()
             assert ctl.place(99_800)["ok"]
             assert scale.weigh_stable().value_ug == 99_800
