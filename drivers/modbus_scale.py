@@ -151,7 +151,9 @@ class ModbusScale:
                          "remove the load; the stone is above capacity (or zero range exceeded)")
         if r.underload:
             self._refuse("reports underload", "put the pan back and zero the scale")
-        return Weight(r.value_ug, r.stable, self.map.unit, raw)
+        # "reg": the value came from registers (drivers.kinds.Weight); the map's
+        # display unit is in the map, and the registers themselves in raw.
+        return Weight(r.value_ug, r.stable, "reg", raw)
 
     def weigh_stable(self) -> Weight:
         deadline = self._clock() + self.stable_timeout

@@ -50,7 +50,7 @@ def test_weigh_tare_zero_for_each_map(tmp_path, regmap, framing):
         assert ident.model == sim.map.name
         sim.place(99_800)
         w = scale.weigh_stable()
-        assert (w.value_ug, w.stable, w.unit) == (99_800, True, "g")
+        assert (w.value_ug, w.stable, w.unit) == (99_800, True, "reg")
         assert w.raw and all(line.startswith("< 4000") for line in w.raw)
         scale.tare()
         assert scale.weigh_stable().value_ug == 0
@@ -103,6 +103,20 @@ def test_not_stable_overload_underload(tmp_path):
         with pytest.raises(DeviceRefused, match="underload") as info:
             scale.weigh_now()
         assert "put the pan back" in info.value.fix
+        scale.close()
+
+
+def test_load_cell_error_bit_is_a_refusal(tmp_path):
+    with make_sim(tmp_path, "laumas") as sim:
+        scale = make_scale(sim)
+        scale.identify()
+        sim.inject("loadcell")
+        with pytest.raises(DeviceRefused, match="load-cell error") as info:
+            scale.weigh_now()
+        assert "load-cell cable" in info.value.fix
+        assert info.value.transcript[-1] == "< [0x0801, 0x0000, 0x0000, 0x0000, 0x0000]"
+        sim.clear_faults()
+        assert scale.weigh_now().value_ug == 0
         scale.close()
 
 

@@ -5,7 +5,8 @@ The registers come from the shared pan physics through a register map
 re-encodes the current display, and a write of the map's zero or tare code to
 its command register zeroes or tares the pan. Faults are the wire's
 (``drivers/sim/modbus_wire.py``): ``crc``, ``noreply``, ``exception``,
-``timeout S``, plus unplug/replug.
+``timeout S``, plus unplug/replug, and ``loadcell``: the status error bit stays
+set until ``clear`` (maps with an ``error`` bit, e.g. Laumas).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ModbusScaleSimulator(ScaleSimulator):
         )
         self.serial, self.unit_id = serial, unit_id
         self.writes: list[tuple[int, list[int]]] = []  # command writes seen, for tests
+        self._loadcell_error = False
         # Other devices on the same simulated bus: unit -> (bank size, on_access).
         self._extra = dict(extra_units or {})
         banks = {unit_id: bank_size(self.map), **{u: n for u, (n, _) in self._extra.items()}}
@@ -71,9 +73,13 @@ class ModbusScaleSimulator(ScaleSimulator):
     # -- faults (control port) ------------------------------------------------
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
-        self._wire.inject(kind, seconds)
+        if kind == "loadcell" and seconds is None:
+            self._loadcell_error = True  # until clear, on maps with an error bit
+        else:
+            self._wire.inject(kind, seconds)
 
     def clear_faults(self) -> None:
+        self._loadcell_error = False
         self._wire.clear_faults()
 
     # -- registers (server thread) --------------------------------------------
@@ -83,7 +89,7 @@ class ModbusScaleSimulator(ScaleSimulator):
         value, stable = self.physics.reading()
         out = self.physics.range_state()
         regs = encode_scale(self.map, value, stable=stable, overload=out == "+",
-                            underload=out == "-", decimals=_DECIMALS)
+                            underload=out == "-", error=self._loadcell_error, decimals=_DECIMALS)
         s = self.map.serial
         if s is not None:
             if s.format == "ascii":
