@@ -14,7 +14,8 @@ from drivers.errors import ProtocolError
 from drivers.kinds import AmbientSample, Identity
 from drivers.modbus_link import ModbusLink
 from drivers.modbus_scale import read_blocks
-from drivers.regmap import AmbientRegisterMap, decode_ambient, load_map
+from drivers.regdecode import decode_ambient
+from drivers.regmap import AmbientRegisterMap, load_map
 
 __all__ = ["ModbusAmbientSensor", "DEFAULT_MAP"]
 

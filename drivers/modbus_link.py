@@ -34,68 +34,15 @@ from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import DataType
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.modbus_codes import (
+    BUSY_CODES, EXCEPTION_NAMES, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
+    MAX_READ, ModbusBusy, ModbusExceptionReply, shown,
+)
 
-__all__ = [
-    "ModbusLink", "shared_link", "RegisterServer", "ModbusExceptionReply", "EXCEPTION_NAMES",
-    "FC_READ_HOLDING", "FC_READ_INPUT", "FC_WRITE_SINGLE", "FC_WRITE_MULTIPLE",
-]
-
-FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_SINGLE, FC_WRITE_MULTIPLE = 3, 4, 6, 16
-MAX_READ = 125  # registers per FC03/FC04 request (Modbus spec)
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "slave device failure",
-    5: "acknowledge",
-    6: "slave device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
-# The device understood the request but cannot serve it now: DeviceRefused.
-# The others mean our request does not fit the device (wrong map or unit id).
-_BUSY_CODES = frozenset({4, 5, 6, 10, 11})
+__all__ = ["ModbusLink", "shared_link", "RegisterServer"]
 
 # pymodbus logs every timeout at ERROR; the driver's errors already say it.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-
-class ModbusExceptionReply(ProtocolError):
-    """The device answered with a Modbus exception code that means our request
-    does not fit it (illegal function / address / value)."""
-
-    def __init__(self, code: int, what: str, fix: str, transcript: list[str]) -> None:
-        super().__init__(what, fix, transcript)
-        self.code = code
-
-
-class ModbusBusy(DeviceRefused):
-    """The device answered with a busy / failure exception code."""
-
-    def __init__(self, code: int, what: str, fix: str, transcript: list[str]) -> None:
-        super().__init__(what, fix, transcript)
-        self.code = code
-
-
-_HEX = "0x{:04x}".format
-
-
-def _hexwords(regs: Sequence[int]) -> str:
-    return "[" + ", ".join(map(_HEX, regs)) + "]"
-
-
-def _shown(entry: str | tuple) -> str:
-    """History entries are kept raw on the hot path and formatted when read."""
-    if isinstance(entry, str):
-        return entry
-    if entry[0] == "<":
-        return f"< {_hexwords(entry[1])}"
-    _, fc, unit, address, count, values = entry
-    if values is None:
-        return f"> FC{fc:02d} @{unit} addr {address} x{count}"
-    return f"> FC{fc:02d} @{unit} addr {address} = {_hexwords(values)}"
 
 
 def _parse_url(url: str) -> tuple[str, str, int]:
@@ -325,7 +272,7 @@ class ModbusLink:
         name = EXCEPTION_NAMES.get(code, "unknown exception")
         self._history.append(f"< exception {code} ({name})")
         what = f"unit {unit} on {self.url} answered Modbus exception {code} ({name})"
-        if code in _BUSY_CODES:
+        if code in BUSY_CODES:
             return ModbusBusy(code, what, "the device is busy or faulty; wait and retry, or check its display",
                               self.transcript())
         return ModbusExceptionReply(
@@ -336,7 +283,7 @@ class ModbusLink:
         )
 
     def transcript(self) -> list[str]:
-        return [_shown(e) for e in self._history]
+        return [shown(e) for e in self._history]
 
 
 _SHARED: dict[str, ModbusLink] = {}

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
 from drivers.kinds import Identity, Weight
 from drivers.modbus_link import ModbusLink
-from drivers.regmap import FIX_MAP, ScaleDecoder, ScaleRegisterMap
+from drivers.regdecode import ScaleDecoder
+from drivers.regmap import FIX_MAP, ScaleRegisterMap
 
 __all__ = ["ModbusScale", "read_blocks", "block_line", "decode_serial"]
 

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
-from drivers.modbus_link import ModbusExceptionReply, ModbusLink, RegisterServer, shared_link
+from drivers.modbus_codes import ModbusExceptionReply
+from drivers.modbus_link import ModbusLink, RegisterServer, shared_link
 from drivers.sim.modbus_wire import ModbusWire, crc16, rtu_request_length
 
 

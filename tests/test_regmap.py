@@ -9,10 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.errors import ProtocolError
-from drivers.regmap import (
-    MAP_DIR, AmbientRegisterMap, ScaleRegisterMap, decode_ambient, decode_scale, encode_ambient,
-    encode_scale, float32_to_ug, load_map,
-)
+from drivers.regdecode import decode_ambient, decode_scale, encode_ambient, encode_scale, float32_to_ug
+from drivers.regmap import MAP_DIR, AmbientRegisterMap, ScaleRegisterMap, load_map
 
 SCALE_MAPS = ["laumas", "flintec", "generic-float32"]
 word = st.integers(0, 0xFFFF)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import threading
 from decimal import Decimal, InvalidOperation
 
-from drivers.modbus_link import FC_READ_HOLDING, FC_READ_INPUT
-from drivers.regmap import AmbientRegisterMap, encode_ambient, load_map
+from drivers.modbus_codes import FC_READ_HOLDING, FC_READ_INPUT
+from drivers.regdecode import encode_ambient
+from drivers.regmap import AmbientRegisterMap, load_map
 from drivers.sim import control
 from drivers.sim.modbus_wire import ModbusWire
 

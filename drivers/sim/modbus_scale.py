@@ -11,8 +11,9 @@ set until ``clear`` (maps with an ``error`` bit, e.g. Laumas).
 
 from __future__ import annotations
 
-from drivers.modbus_link import FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE
-from drivers.regmap import ScaleRegisterMap, encode_scale, load_map
+from drivers.modbus_codes import FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE
+from drivers.regdecode import encode_scale
+from drivers.regmap import ScaleRegisterMap, load_map
 from drivers.sim.modbus_wire import ModbusWire
 from drivers.sim.scale_physics import CAPACITY_UG, ScalePhysics, ScaleSimulator
 
