@@ -281,3 +281,71 @@ def test_arbitrary_reply_bytes_give_only_driver_errors(garbage_peer, reply):
         if not link.is_open:
             link.reopen()
     assert len(regs) == 2 and all(0 <= r <= 0xFFFF for r in regs)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+VALID_RTU = bytes([1, 3, 0, 6, 0, 5]) + crc16(bytes([1, 3, 0, 6, 0, 5]))
+VALID_TCP = bytes([0, 7, 0, 0, 0, 6, 1, 3, 0, 6, 0, 5])
+
+
+@settings(max_examples=300, deadline=None)
+@given(noise=st.binary(max_size=300), framing=st.sampled_from(["rtu", "tcp"]))
+def test_noise_then_silence_never_shifts_the_next_frame(noise, framing):
+    from drivers.sim.modbus_wire import RequestFramer
+
+    clock = Clock()
+    framer = RequestFramer(framing, silence_s=0.02, clock=clock)
+    framer.feed(noise)  # whatever it makes of noise, it must not raise
+    clock.t = 0.021  # just past the silence: the noise is dropped
+    valid = VALID_RTU if framing == "rtu" else VALID_TCP
+    assert framer.feed(valid) == [valid]
+
+
+def test_rtu_silence_boundary():
+    from drivers.sim.modbus_wire import RequestFramer
+
+    clock = Clock()
+    framer = RequestFramer("rtu", silence_s=0.02, clock=clock)
+    assert framer.feed(VALID_RTU[:3]) == []
+    clock.t = 0.02  # exactly the silence: still the same frame
+    assert framer.feed(VALID_RTU[3:]) == [VALID_RTU]
+    assert framer.feed(b"\x01") == []
+    clock.t = 0.0401  # past it: the stray byte is gone
+    assert framer.feed(VALID_RTU) == [VALID_RTU]
+
+
+def test_tcp_framer_drops_a_stream_out_of_step():
+    from drivers.sim.modbus_wire import RequestFramer
+
+    framer = RequestFramer("tcp")
+    assert framer.feed(b"\x00\x01\x00\x05") == []  # protocol id 5: not Modbus
+    assert framer.feed(VALID_TCP + VALID_TCP[:5]) == [VALID_TCP]
+    assert framer.feed(VALID_TCP[5:]) == [VALID_TCP]
+
+
+@pytest.mark.parametrize("framing", ["rtu", "tcp"])
+def test_unsupported_function_is_exception_1(tmp_path, framing):
+    import socket as socketlib
+    w = ModbusWire({1: 10}, Bank(), framing=framing, tcp=("127.0.0.1", 0)).start()
+    try:
+        host, port = w.path.split("://")[1].rsplit(":", 1)
+        with socketlib.create_connection((host, int(port)), timeout=2) as s:
+            if framing == "rtu":
+                req = bytes([1, 17]) + crc16(bytes([1, 17]))  # report slave id
+                s.sendall(req)
+                want = bytes([1, 0x91, 1])
+                assert s.recv(16) == want + crc16(want)
+            else:
+                s.sendall(bytes([0, 9, 0, 0, 0, 2, 1, 17]))
+                assert s.recv(16) == bytes([0, 9, 0, 0, 0, 3, 1, 0x91, 1])
+        with ModbusLink(w.path, timeout=1.0) as link:  # and the device still answers
+            assert link.read_holding(1, 0, 1) == [1000]
+    finally:
+        w.stop()

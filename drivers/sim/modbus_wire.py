@@ -54,6 +54,62 @@ def rtu_request_length(buf: bytes) -> int | None:
     return len(buf)  # a function we do not frame: hand it over as it is
 
 
+SUPPORTED_FC = frozenset({1, 2, 3, 4, 5, 6, 15, 16})
+_SILENCE_S = 0.02  # > 3.5 character times at 9600 baud (3.6 ms), with room for a loaded machine
+
+
+class RequestFramer:
+    """Cuts a byte stream into request frames, as a slave's receiver does.
+
+    RTU has no length field in every frame and no start marker: a slave finds
+    frames by the silence between them (3.5 character times). Bytes still
+    waiting after that much silence are noise, dropped before new bytes are
+    framed, so one burst of noise can never shift every later frame. Modbus
+    TCP frames carry their length; a non-zero protocol id or an impossible
+    length means the stream is out of step, and it is dropped (the same
+    silence rule applies too).
+    """
+
+    def __init__(self, framing: str, *, silence_s: float = _SILENCE_S, clock=time.monotonic) -> None:
+        self.framing, self.silence_s, self._clock = framing, silence_s, clock
+        self._buf = bytearray()
+        self._last = 0.0
+
+    def reset(self) -> None:
+        self._buf.clear()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        now = self._clock()
+        if self._buf and now - self._last > self.silence_s:
+            self._buf.clear()
+        self._last = now
+        self._buf += chunk
+        frames = []
+        while (frame := self._take()) is not None:
+            frames.append(frame)
+        return frames
+
+    def _take(self) -> bytes | None:
+        buf = self._buf
+        if self.framing == "tcp":
+            if len(buf) >= 4 and buf[2:4] != b"\0\0":
+                buf.clear()
+                return None
+            n = 6 + int.from_bytes(buf[4:6], "big") if len(buf) >= 6 else None
+            if n is not None and n < 8:  # MBAP + unit + function at least
+                buf.clear()
+                return None
+        else:
+            n = rtu_request_length(bytes(buf))
+        if n is None or len(buf) < n:
+            if len(buf) > _MAX_FRAME:
+                buf.clear()
+            return None
+        frame = bytes(buf[:n])
+        del buf[:n]
+        return frame
+
+
 class ModbusWire:
     def __init__(self, banks: dict[int, int], on_access, *, framing: str = "rtu",
                  link_path: str | None = None, tcp: tuple[str, int] | None = None,
@@ -66,7 +122,7 @@ class ModbusWire:
         self._port = SimPort(on_bytes=self._on_bytes, on_plug=self._on_plug,
                              link_path=link_path, tcp=tcp, name=name)
         self._backend: socket.socket | None = None
-        self._buf = bytearray()
+        self._framer = RequestFramer(framing)
         self._lock = threading.Lock()
         self._next: set[str] = set()
         self._mute_until = 0.0
@@ -136,26 +192,11 @@ class ModbusWire:
     # -- SimPort service thread ---------------------------------------------
 
     def _on_plug(self) -> None:
-        self._buf.clear()
+        self._framer.reset()
 
     def _on_bytes(self, chunk: bytes) -> None:
-        self._buf += chunk
-        while (frame := self._take_frame()) is not None:
+        for frame in self._framer.feed(chunk):
             self._relay(frame)
-
-    def _take_frame(self) -> bytes | None:
-        buf = self._buf
-        if self.framing == "tcp":
-            n = 6 + int.from_bytes(buf[4:6], "big") if len(buf) >= 6 else None
-        else:
-            n = rtu_request_length(bytes(buf))
-        if n is None or len(buf) < n:
-            if len(buf) > _MAX_FRAME:
-                buf.clear()
-            return None
-        frame = bytes(buf[:n])
-        del buf[:n]
-        return frame
 
     def _relay(self, frame: bytes) -> None:
         with self._lock:
@@ -167,7 +208,11 @@ class ModbusWire:
         if muted or self._take("noreply"):
             return
         self.requests += 1
-        reply = self._ask(frame)
+        fc = frame[1] if self.framing == "rtu" else frame[7]
+        if fc not in SUPPORTED_FC:
+            reply = self._illegal_function(frame, fc)
+        else:
+            reply = self._ask(frame)
         if not reply:
             return
         if self._take("crc"):
@@ -179,19 +224,27 @@ class ModbusWire:
             reply = bytes(reply)
         self._port.write(reply)
 
+    def _illegal_function(self, frame: bytes, fc: int) -> bytes:
+        """Exception 1, answered here: the server would not frame a reply we can size."""
+        if self.framing == "rtu":
+            pdu = bytes([frame[0], (fc | 0x80) & 0xFF, 1])
+            return pdu + crc16(pdu)
+        return frame[:4] + (3).to_bytes(2, "big") + bytes([frame[6], (fc | 0x80) & 0xFF, 1])
+
     def _ask(self, frame: bytes) -> bytes:
-        for attempt in (1, 2):
-            try:
-                sock = self._backend or self._connect()
-                sock.sendall(frame)
-                return self._read_reply(sock)
-            except OSError:
-                if self._backend is not None:
-                    self._backend.close()
-                self._backend = None
-                if attempt == 2:
-                    return b""
-        return b""
+        try:
+            sock = self._backend or self._connect()
+        except OSError:
+            return b""
+        try:
+            sock.sendall(frame)
+            return self._read_reply(sock)
+        except OSError:
+            # No answer, or the server hung up: start over on a fresh connection,
+            # so a late reply can never be taken for the next one.
+            sock.close()
+            self._backend = None
+            return b""
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection(self._server.address, timeout=_BACKEND_TIMEOUT_S)
