@@ -199,7 +199,9 @@ class ModbusLink:
             raise ValueError(f"register values must be 0..65535: {values!r}")
         with self._lock:
             client = self._client
-            if client is None or not client.connected:
+            # A client pymodbus closed itself (TCP, after repeated timeouts)
+            # reconnects inside the next request; only our own close() stops it.
+            if client is None:
                 raise LinkError(
                     f"Modbus port {self.url} is not open",
                     "connect the device first; the station reconnects automatically",
@@ -219,8 +221,8 @@ class ModbusLink:
                     rr = client.write_register(address, values[0], device_id=unit)
                 else:
                     rr = client.write_registers(address, values, device_id=unit)
-            except ModbusIOException as e:
-                raise self._no_reply(unit, e) from None
+            except ModbusIOException:
+                raise self._no_reply(unit) from None
             except (ConnectionException, OSError) as e:
                 self._disconnect()
                 self._history.append("< (connection lost)")
@@ -244,11 +246,9 @@ class ModbusLink:
             self._history.append(("<", regs))
             return regs
 
-    def _no_reply(self, unit: int, e: Exception) -> ProtocolError | ReplyTimeout:
+    def _no_reply(self, unit: int) -> ProtocolError | ReplyTimeout:
         if self._rx:
             return self._malformed("the reply failed its CRC or framing check")
-        if self.kind == "tcp" and "CLOSING CONNECTION" in str(e):
-            self._disconnect()
         self._history.append("< (no reply)")
         return ReplyTimeout(
             f"no reply from unit {unit} on {self.url} within {self.timeout:g} s",

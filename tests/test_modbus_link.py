@@ -349,3 +349,19 @@ def test_unsupported_function_is_exception_1(tmp_path, framing):
             assert link.read_holding(1, 0, 1) == [1000]
     finally:
         w.stop()
+
+
+def test_tcp_link_survives_many_timeouts_without_a_reopen():
+    # pymodbus closes a TCP client after retries+3 requests without a reply;
+    # the link lets it reconnect by itself once the device answers again.
+    w = ModbusWire({1: 10}, Bank(), framing="tcp", tcp=("127.0.0.1", 0)).start()
+    try:
+        with ModbusLink(w.path, timeout=0.2) as link:
+            w.inject("timeout", 60)
+            for _ in range(6):
+                with pytest.raises(ReplyTimeout):
+                    link.read_holding(1, 0, 1)
+            w.clear_faults()
+            assert link.read_holding(1, 0, 1) == [1000]
+    finally:
+        w.stop()
