@@ -334,3 +334,6 @@ def test_cli_refuses_a_bad_map():
     out = subprocess.run([sys.executable, "-c", code, "--protocol", "modbus-rtu", "--map", "nope"],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "no register map 'nope'" in out.stderr
+    out = subprocess.run([sys.executable, "-c", code, "--protocol", "modbus-tcp", "--link", "/tmp/x"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "Modbus TCP has no serial port" in out.stderr

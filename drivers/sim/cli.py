@@ -84,6 +84,8 @@ def _make_sim(args: argparse.Namespace):
     from drivers.sim.modbus_scale import ModbusScaleSimulator
 
     framing = "tcp" if args.protocol == "modbus-tcp" else "rtu"
+    if framing == "tcp" and args.link:
+        raise ValueError("Modbus TCP has no serial port: drop --link, or use --tcp HOST:PORT")
     tcp = args.tcp or (("127.0.0.1", 0) if framing == "tcp" else None)
     return ModbusScaleSimulator(regmap=args.map, framing=framing, unit_id=args.unit_id,
                                 serial=args.serial, settle_s=args.settle, noise_ug=args.noise,
