@@ -82,6 +82,7 @@ class ModbusScale:
         self._reads = regmap.reads()
         self._decoder = ScaleDecoder(regmap)
         self._holding = False  # whether this driver counts as a user of the shared link
+        self._identified = False
         self.identity: Identity | None = None
 
     # -- session -----------------------------------------------------------
@@ -96,10 +97,12 @@ class ModbusScale:
         """Reopen the bus and prove the same transmitter answers (by serial number)."""
         if not self._holding:
             return self.identify()
+        self._identified = False
         self.link.reopen()
         return self._check_identity()
 
     def close(self) -> None:
+        self._identified = False
         if self._holding:
             self._holding = False
             self.link.close()
@@ -112,6 +115,9 @@ class ModbusScale:
         self.close()
 
     def _check_identity(self) -> Identity:
+        # Until this passes, nothing is weighed: on a bus another device keeps
+        # open, the wrong transmitter would otherwise answer the next poll.
+        self._identified = False
         s = self.map.serial
         if s is None:
             # Nothing to tell two transmitters apart: prove one answers at this unit id.
@@ -134,11 +140,21 @@ class ModbusScale:
             )
         if self.identity is None:
             self.identity = ident
+        self._identified = True
         return ident
+
+    def _require_identity(self) -> None:
+        raise LinkError(
+            f"the scale at unit {self.unit_id} on {self.link.url} is not identified",
+            "the station reconnects automatically; if it repeats, check which transmitter is connected",
+            transcript=self.link.transcript(),
+        )
 
     # -- weighing ----------------------------------------------------------
 
     def weigh_now(self) -> Weight:
+        if not self._identified:
+            self._require_identity()
         regs, raw = read_blocks(self.link, self.unit_id, self._reads)
         try:
             r = self._decoder.decode(regs)
@@ -184,6 +200,8 @@ class ModbusScale:
                 f"{which} on the transmitter's keypad, or add [command] to the register map",
                 self.link.transcript(),
             )
+        if not self._identified:
+            self._require_identity()
         code = c.zero if which == "zero" else c.tare
         if c.table != "holding":
             raise ProtocolError(f"the command register {c.number} is not a holding register", FIX_MAP)

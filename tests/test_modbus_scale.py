@@ -179,6 +179,24 @@ def test_a_different_transmitter_after_replug_is_refused(tmp_path):
     scale.close()
 
 
+def test_the_wrong_transmitter_is_never_weighed_on_a_shared_bus(tmp_path):
+    ambient = AmbientRegisters()
+    with make_sim(tmp_path, serial="OTHER00042", extra_units={2: ambient.bank()}) as sim:
+        link = shared_link(sim.port, timeout=1.0)
+        sensor = ModbusAmbientSensor(link, unit_id=2)
+        sensor.identify()  # keeps the bus open
+        scale = ModbusScale(link, sim.map, expected_serial=SIM_SERIAL)
+        with pytest.raises(LinkError, match="a different transmitter"):
+            scale.identify()
+        with pytest.raises(LinkError, match="not identified"):
+            scale.weigh_now()
+        with pytest.raises(LinkError, match="not identified"):
+            scale.tare()
+        assert sim.writes == []
+        scale.close()
+        sensor.close()
+
+
 def test_expected_serial_and_maps_without_serials(tmp_path):
     with make_sim(tmp_path) as sim:
         with pytest.raises(LinkError, match="expected B525"):
