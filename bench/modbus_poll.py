@@ -3,7 +3,7 @@
 One run, one simulator per transport (``station sim scale --protocol
 modbus-rtu|modbus-tcp`` in its own process: a real pymodbus server behind a pty
 for RTU, a TCP listener for Modbus TCP, so it does not share the bench's GIL),
-and interleaved rounds of:
+and rounds of alternating short slices (so load changes hit both sides alike) of:
   1. driver: ``ModbusScale.weigh_now()`` (lock, gap check, request, transcript,
      exact decoding into µg, flags -> refusals, a ``Weight`` with raw registers);
   2. raw: a bare pymodbus client, same registers, same framing and settings,
@@ -43,7 +43,8 @@ from drivers.sim.control import SimControl
 TARGET_RATIO = 0.8
 
 
-def rate(poll, seconds: float) -> float:
+def timed(poll, seconds: float) -> tuple[int, float]:
+    """(polls, seconds spent polling) for one slice."""
     n, start = 0, time.perf_counter()
     end = start + seconds
     while True:
@@ -51,7 +52,7 @@ def rate(poll, seconds: float) -> float:
         n += 1
         now = time.perf_counter()
         if now >= end:
-            return n / (now - start)
+            return n, now - start
 
 
 @contextmanager
@@ -91,17 +92,28 @@ def bench(name: str, port: str, ctl: SimControl, args) -> float:
     ctl.place(99_800)
     time.sleep(0.05)
     drv, base = [], []
-    # Each side opens the port for its round only: a serial port is opened
-    # exclusively, and the simulator serves one TCP client at a time.
+    # Each round alternates short slices of both sides, so a change in the
+    # machine's load hits both alike. Each side opens the port for its slice
+    # only: a serial port is opened exclusively, and the simulator serves one
+    # TCP client at a time.
     for _ in range(args.rounds):
-        scale.identify()
-        assert scale.weigh_now().value_ug == 99_800
-        drv.append(rate(scale.weigh_now, args.seconds))
-        scale.close()
-        assert raw.connect()
-        raw_poll()
-        base.append(rate(raw_poll, args.seconds))
-        raw.close()
+        totals = {"driver": [0, 0.0], "raw": [0, 0.0]}
+        for _ in range(args.slices):
+            scale.identify()
+            n, t = timed(scale.weigh_now, args.seconds / args.slices)
+            scale.close()
+            totals["driver"][0] += n
+            totals["driver"][1] += t
+            assert raw.connect()
+            n, t = timed(raw_poll, args.seconds / args.slices)
+            raw.close()
+            totals["raw"][0] += n
+            totals["raw"][1] += t
+        drv.append(totals["driver"][0] / totals["driver"][1])
+        base.append(totals["raw"][0] / totals["raw"][1])
+    scale.identify()
+    assert scale.weigh_now().value_ug == 99_800
+    scale.close()
     d, b = statistics.median(drv), statistics.median(base)
     print(f"{name:<22} driver {d:8.0f} polls/s (rounds {min(drv):.0f}-{max(drv):.0f})   "
           f"raw {b:8.0f} polls/s (rounds {min(base):.0f}-{max(base):.0f})   ratio {d / b:.2f}")
@@ -110,13 +122,15 @@ def bench(name: str, port: str, ctl: SimControl, args) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=2.0, help="seconds per round and side (default 2)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds per round and side (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument("--slices", type=int, default=10,
+                   help="alternating driver/raw slices per round (default 10)")
     p.add_argument("--baud", type=int, default=9600, help="RTU baud rate on both sides (default 9600)")
     p.add_argument("--map", default="laumas", help="register map (default laumas: 5 registers per poll)")
     args = p.parse_args()
     print(f"Python {sys.version.split()[0]}, pymodbus {PYMODBUS_VERSION}, map {args.map}, "
-          f"{args.rounds} rounds x {args.seconds:g} s, RTU at {args.baud} baud")
+          f"{args.rounds} rounds x {args.seconds:g} s per side in {args.slices} slices, RTU at {args.baud} baud")
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         args.protocol_now = "modbus-rtu"

@@ -155,9 +155,15 @@ class ModbusScale:
     def weigh_now(self) -> Weight:
         if not self._identified:
             self._require_identity()
-        regs, raw = read_blocks(self.link, self.unit_id, self._reads)
+        words: list[int] = []
+        raw = []
+        for table, address, count in self._reads:
+            read = self.link.read_holding if table == "holding" else self.link.read_input
+            values = read(self.unit_id, address, count)
+            words += values
+            raw.append(block_line(table, address, values))
         try:
-            r = self._decoder.decode(regs)
+            r = self._decoder.decode_flat(words)
         except ProtocolError as e:
             raise ProtocolError(e.what, e.fix, self.link.transcript()) from None
         if r.error:
@@ -170,7 +176,7 @@ class ModbusScale:
             self._refuse("reports underload", "put the pan back and zero the scale")
         # "reg": the value came from registers (drivers.kinds.Weight); the map's
         # display unit is in the map, and the registers themselves in raw.
-        return Weight(r.value_ug, r.stable, "reg", raw)
+        return Weight(r.value_ug, r.stable, "reg", tuple(raw))
 
     def weigh_stable(self) -> Weight:
         deadline = self._clock() + self.stable_timeout

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
@@ -59,13 +59,6 @@ def _get(regs: Mapping[tuple[str, int], int], key: tuple[str, int]) -> int:
     return v
 
 
-def _words(regs, table: str, address: int, n: int, order: str) -> int:
-    value = 0
-    for i in (range(n) if order == "big" else range(n - 1, -1, -1)):
-        value = (value << 16) | _get(regs, (table, address + i))
-    return value
-
-
 def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
@@ -96,15 +89,26 @@ class ScaleDecoder:
     def __init__(self, m: ScaleRegisterMap) -> None:
         self.map = m
         w, s = m.weight, m.status
-        self._weight = (w.table, w.address, _WIDTH[w.type], w.word_order)
+        # Every register a weighing reads, in the order of m.reads(): decode_flat
+        # takes the values of those reads, concatenated.
+        self.reads = m.reads()
+        self._keys = [(t, a + i) for t, a, n in self.reads for i in range(n)]
+        pos = {key: i for i, key in enumerate(self._keys)}
+        self._needed = set(m.fields())  # the rest of a block are registers in between
+
+        def where(table: str, address: int, width: int, order: str) -> list[int]:
+            idx = [pos[(table, address + i)] for i in range(width)]
+            return idx if order == "big" else idx[::-1]
+
+        self._weight = where(w.table, w.address, _WIDTH[w.type], w.word_order)
         self._float = w.type == "float32"
         self._sign_bits = 16 * _WIDTH[w.type] if w.type.startswith("int") else 0
-        self._status = (s.table, s.address, _WIDTH[s.type], s.word_order) if s is not None else None
+        self._status = where(s.table, s.address, _WIDTH[s.type], s.word_order) if s is not None else None
         bit = (lambda n: None if s is None or n is None else 1 << n)
         self._neg, self._stable = bit(s and s.negative), bit(s and s.stable)
         self._unstable, self._over = bit(s and s.unstable), bit(s and s.overload)
         self._under, self._err = bit(s and s.underload), bit(s and s.error)
-        self._dp_reg = ((m.decimal_point_register.table, m.decimal_point_register.address)
+        self._dp_reg = (pos[(m.decimal_point_register.table, m.decimal_point_register.address)]
                         if m.decimal_point_register is not None else None)
         self._dp_bits = tuple(s.decimal_point) if s is not None and s.decimal_point is not None else None
         self._unit_ug = UNIT_UG[m.unit]
@@ -123,8 +127,20 @@ class ScaleDecoder:
         return got
 
     def decode(self, regs: Mapping[tuple[str, int], int]) -> ScaleRegisters:
-        st = _words(regs, *self._status) if self._status is not None else 0
-        raw = _words(regs, *self._weight)
+        """Registers keyed by (table, address), each one the map names checked to be
+        a 16-bit value."""
+        return self.decode_flat([_get(regs, key) if key in self._needed else 0 for key in self._keys])
+
+    def decode_flat(self, words: Sequence[int]) -> ScaleRegisters:
+        """The values of :attr:`reads`, concatenated, as the link returns them
+        (16-bit integers; the link guarantees it)."""
+        st = 0
+        if self._status is not None:
+            for i in self._status:
+                st = (st << 16) | words[i]
+        raw = 0
+        for i in self._weight:
+            raw = (raw << 16) | words[i]
         m = self.map
         if self._float:
             value_ug = float32_to_ug(struct.unpack(">f", raw.to_bytes(4, "big"))[0], m.unit, m.readability_ug)
@@ -137,7 +153,7 @@ class ScaleDecoder:
             elif m.decimals is not None:
                 dp = m.decimals
             elif self._dp_reg is not None:
-                dp = _get(regs, self._dp_reg)
+                dp = words[self._dp_reg]
             else:
                 lo, hi = self._dp_bits  # type: ignore[misc]
                 dp = (st >> lo) & ((1 << (hi - lo + 1)) - 1)

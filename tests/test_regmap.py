@@ -1,5 +1,6 @@
 """Register maps and decoding: exact µg, every documented error type, round trips."""
 
+import re
 import struct
 from decimal import Decimal
 from pathlib import Path
@@ -225,3 +226,21 @@ def test_unknown_map_names_the_known_ones(tmp_path):
     with pytest.raises(ValueError, match="bad.toml"):
         load_map(str(bad))
     assert Path(MAP_DIR).is_dir()
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(SCALE_MAPS), words=st.lists(word, min_size=130, max_size=130))
+def test_flat_decoding_is_the_same_decoding(name, words):
+    from drivers.regdecode import ScaleDecoder
+
+    m = load_map(name)
+    dec = ScaleDecoder(m)
+    flat = words[: sum(n for _, _, n in dec.reads)]
+    keyed = dict(zip([(t, a + i) for t, a, n in dec.reads for i in range(n)], flat))
+    try:
+        want = dec.decode(keyed)
+    except ProtocolError as e:
+        with pytest.raises(ProtocolError, match=re.escape(e.what)):
+            dec.decode_flat(flat)
+        return
+    assert dec.decode_flat(flat) == want
