@@ -87,7 +87,7 @@ class ModbusLink:
         self._users = 0
         self._last_end = 0.0
         self._history: deque[str | tuple] = deque(maxlen=history)
-        self._shared_settings: dict = {}
+        self._shared_settings: dict | None = None  # set by shared_link()
         self._rx = bytearray()  # raw bytes of the current reply, from pymodbus's trace hook
 
     # -- lifecycle ---------------------------------------------------------
@@ -103,6 +103,9 @@ class ModbusLink:
     def open(self) -> None:
         """Open the bus for one more user (idempotent per user: see :meth:`close`)."""
         with self._lock:
+            if self._shared_settings is not None:
+                with _SHARED_LOCK:  # back in the registry after its last close
+                    _SHARED.setdefault(self.url, self)
             self._users += 1
             try:
                 self._connect()
@@ -111,11 +114,15 @@ class ModbusLink:
                 raise
 
     def close(self) -> None:
-        """One user leaves; the port closes when the last one does."""
+        """One user leaves; the port closes when the last one does (and a shared
+        link is forgotten, so the next user may choose other settings)."""
         with self._lock:
             self._users = max(0, self._users - 1)
             if self._users == 0:
                 self._disconnect()
+                with _SHARED_LOCK:
+                    if _SHARED.get(self.url) is self:
+                        del _SHARED[self.url]
 
     def reopen(self) -> None:
         """Close and reconnect the port for all its users (after an unplug)."""
@@ -290,6 +297,11 @@ _SHARED: dict[str, ModbusLink] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def _bus(settings: dict | None) -> dict:
+    """The settings every device on a bus must agree on (not the hint text)."""
+    return {k: v for k, v in (settings or {}).items() if k not in ("setting", "history")}
+
+
 def shared_link(url: str, **settings) -> ModbusLink:
     """One link object per bus URL, so devices on one RS-485 bus take turns."""
     with _SHARED_LOCK:
@@ -297,10 +309,10 @@ def shared_link(url: str, **settings) -> ModbusLink:
         if link is None:
             link = _SHARED[url] = ModbusLink(url, **settings)
             link._shared_settings = settings
-        elif settings and settings != link._shared_settings:
+        elif _bus(settings) and _bus(settings) != _bus(link._shared_settings):
             raise LinkError(
                 f"two devices on {url} ask for different bus settings "
-                f"({link._shared_settings} and {settings})",
+                f"({_bus(link._shared_settings)} and {_bus(settings)})",
                 "devices on one RS-485 bus share its baud rate, parity, timeout and gap: "
                 "give them the same settings",
             )

@@ -355,3 +355,45 @@ def test_cli_refuses_a_bad_map():
     out = subprocess.run([sys.executable, "-c", code, "--protocol", "modbus-tcp", "--link", "/tmp/x"],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and "Modbus TCP has no serial port" in out.stderr
+
+
+def test_devices_from_settings_share_one_bus(tmp_path):
+    from drivers.modbus_devices import modbus_ambient, modbus_scale
+
+    ambient = AmbientRegisters(temperature_dc=199, humidity_dpct=400)
+    with make_sim(tmp_path, extra_units={2: ambient.bank()}) as sim:
+        scale = modbus_scale(sim.port, unit_id=1, map="generic-float32", gap_ms=5,
+                             expected_serial=SIM_SERIAL, stable_timeout_s=2)
+        sensor = modbus_ambient(sim.port, unit_id=2, gap_ms=5)
+        assert scale.link is sensor.link
+        assert scale.identify().serial == SIM_SERIAL and sensor.identify().serial == "unit 2"
+        sim.place(99_800)
+        assert scale.weigh_stable().value_ug == 99_800
+        assert sensor.read().temperature_dc == 199
+        with pytest.raises(LinkError, match="different bus settings"):
+            modbus_ambient(sim.port, unit_id=3, gap_ms=50)
+        scale.close()
+        sensor.close()
+        # all users gone: the bus may be opened again with other settings
+        again = modbus_ambient(sim.port, unit_id=2, gap_ms=50)
+        assert again.link is not sensor.link
+        assert again.identify().serial == "unit 2"
+        again.close()
+
+
+def test_devices_from_settings_name_the_keys(tmp_path):
+    from drivers.modbus_devices import modbus_scale
+
+    with pytest.raises(LinkError) as info:
+        modbus_scale("/dev/serial/by-id/x", driver="modbus-tcp", setting="devices.big_scale")
+    assert "devices.big_scale.port" in info.value.fix and "tcp://" in info.value.fix
+    with pytest.raises(ValueError, match="modbus-rtu, modbus-tcp"):
+        modbus_scale("tcp://127.0.0.1:1", driver="modbus-ascii")
+    with pytest.raises(ValueError, match="no register map"):
+        modbus_scale("tcp://127.0.0.1:1", driver="modbus-tcp", map="nope")
+    with make_sim(tmp_path) as sim:
+        scale = modbus_scale(sim.port, expected_serial="B525073136", setting="devices.big_scale")
+        with pytest.raises(LinkError) as info:
+            scale.identify()
+        assert "devices.big_scale.expected_serial" in info.value.fix
+        scale.close()
