@@ -244,3 +244,19 @@ def test_flat_decoding_is_the_same_decoding(name, words):
             dec.decode_flat(flat)
         return
     assert dec.decode_flat(flat) == want
+
+
+def test_decimal_point_bits_ignore_the_bits_around_them():
+    m = make(weight={"register": 40001, "type": "int16"}, decimals=None,
+             status={"register": 40002, "decimal_point": [8, 10], "stable": 11, "negative": 7})
+    st = (1 << 11) | (3 << 8) | 0xFF & ~(1 << 7)  # stable, 3 decimals, low bits noise
+    r = decode_scale(m, {("holding", 0): 1234, ("holding", 1): st})
+    assert (r.value_ug, r.stable) == (1_234_000, True)
+    st |= 1 << 12 | 1 << 15  # bits above the field
+    assert decode_scale(m, {("holding", 0): 1234, ("holding", 1): st}).value_ug == 1_234_000
+
+
+@pytest.mark.parametrize("bad", [0x10000, -1, 1.5, "1", None])
+def test_register_values_must_be_16_bit_integers(bad):
+    with pytest.raises(ProtocolError):
+        decode_scale(make(), {("holding", 0): 0, ("holding", 1): bad})
