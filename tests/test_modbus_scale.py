@@ -7,6 +7,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_raw_keeps_the_registers_in_vendor_notation(tmp_path):
 
 
 def test_dynamic_readings_while_settling_then_stable(tmp_path):
-    with make_sim(tmp_path, settle_s=0.4, motion_noise_ug=2_000) as sim:
+    with make_sim(tmp_path, settle_s=1.0, motion_noise_ug=2_000) as sim:
         scale = make_scale(sim)
         scale.identify()
         sim.place(1_234_500)
@@ -289,8 +290,9 @@ def test_mbpoll_reads_the_tcp_simulator(tmp_path):
         host, port = info["port"][len("tcp://"):].rsplit(":", 1)
         with SimControl(*info["control"].rsplit(":", 1)) as ctl:
             assert ctl.place(10_000_000)["ok"]
+            deadline = time.monotonic() + 10
             while not ctl.status()["stable"]:
-                pass
+                assert time.monotonic() < deadline, "the simulated pan never settled"
             # -r is 1-based like the vendor's 40007: status, command-free gross, net
             values = _mbpoll("-r", "7", "-c", "5", host, "-p", port)
             assert values == [str(1 << 11), "0", "0", "1", str(0x86A0)]
