@@ -206,7 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
-                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status")
+                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status; Modbus: "
+                   "fault crc|noreply|exception|loadcell; ambient: temp C | humidity RH | fault stale")
     s.set_defaults(func=cmd_sim_control)
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")

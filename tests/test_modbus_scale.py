@@ -335,7 +335,8 @@ def test_cli_rtu_pty_with_control_faults(tmp_path):
             assert ctl.fault("noreply")["ok"]
             with pytest.raises(ReplyTimeout):
                 scale.weigh_now()
-            assert ctl.send("fault sideways")["ok"] is False
+            bad = ctl.send("fault sideways")
+            assert bad["ok"] is False and "crc, noreply, exception or timeout S; or loadcell" in bad["error"]
             assert ctl.unplug()["ok"]
             with pytest.raises(LinkError):
                 scale.weigh_now()

@@ -76,8 +76,11 @@ class ModbusScaleSimulator(ScaleSimulator):
     def inject(self, kind: str, seconds: float | None = None) -> None:
         if kind == "loadcell" and seconds is None:
             self._loadcell_error = True  # until clear, on maps with an error bit
-        else:
+            return
+        try:
             self._wire.inject(kind, seconds)
+        except ValueError as e:
+            raise ValueError(f"{e}; or loadcell") from None
 
     def clear_faults(self) -> None:
         self._loadcell_error = False
