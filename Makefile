@@ -44,6 +44,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/spectro_modbus.py
+	$(BIN)/python bench/modbus_poll.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

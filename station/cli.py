@@ -271,6 +271,11 @@ def _parser() -> argparse.ArgumentParser:
 
     spectro_cli.add_arguments(s)
     s.set_defaults(func=cmd_sim_spectrometer)
+    s = sim.add_parser("ambient", parents=[common], help="a simulated Modbus RTU temperature/humidity sensor")
+    from drivers.sim import ambient_cli
+
+    ambient_cli.add_arguments(s)
+    s.set_defaults(func=ambient_cli.run)
     s = sim.add_parser("broker", help="a private MQTT broker (mosquitto) for trying the station by hand")
     s.add_argument("--port", type=int, default=18830, help="port on 127.0.0.1 (default 18830, the sim config's)")
     s.add_argument("--dir", metavar="DIR", help="keep its config, log and persistence here (default: a temp dir)")
@@ -278,7 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sim.add_parser("control", help="send a command to a running simulator, e.g. `place 99800`")
     s.add_argument("address", metavar="HOST:PORT", help="the control address `station sim scale` printed")
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
-                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status; "
+                   "fault garbage|partial | fault timeout S | unplug | replug | clear | status; Modbus: "
+                   "fault crc|noreply|exception|loadcell; ambient: temp C | humidity RH | fault stale; "
                    "spectrometer: stone ID KIND | lamp hgar|off | dark | light | saturate")
     s.set_defaults(func=cmd_sim_control)
 

@@ -1,6 +1,6 @@
-"""``station sim scale``: run a balance simulator until SIGINT/SIGTERM.
+"""``station sim scale``: run a scale simulator until SIGINT/SIGTERM.
 
-It prints where the balance is (the port a driver opens) and where its
+It prints where the scale is (the port a driver opens) and where its
 control interface listens, then blocks; tests and the demo read that line.
 """
 
@@ -12,8 +12,7 @@ import signal
 import sys
 import threading
 
-from drivers.sim.mtsics import MtSicsSimulator
-from drivers.sim.sbi import SbiSimulator
+PROTOCOLS = ("mtsics", "sbi", "modbus-rtu", "modbus-tcp")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -24,7 +23,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=["mtsics", "sbi"], default="mtsics",
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="mtsics",
                         help="wire protocol to simulate (default: mtsics)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--link", metavar="PATH",
@@ -39,50 +38,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", metavar="UG", type=int, default=0,
                         help="noise on stable readings in µg (default 0)")
     parser.add_argument("--serial", help="serial number to report (default SIM0000001; sbi 0034309393)")
-    parser.add_argument("--unit", default="g", help="weighing unit set on the balance (default g)")
+    parser.add_argument("--unit", default="g", help="mtsics/sbi: weighing unit set on the balance (default g)")
     parser.add_argument("--long-format", action="store_true",
                         help="sbi: print 22-character lines (6-character ID code first)")
+    parser.add_argument("--map", default="generic-float32", metavar="NAME|FILE",
+                        help="modbus: register map laumas, flintec, generic-float32 or a .toml file")
+    parser.add_argument("--unit-id", type=int, default=1, help="modbus: unit id (default 1)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON line {"port": ..., "control": "host:port"}')
 
 
 def run(args: argparse.Namespace) -> int:
-    common = dict(settle_s=args.settle, noise_ug=args.noise, link_path=args.link, tcp=args.tcp,
-                  unit=args.unit)
-    if args.serial:
-        common["serial"] = args.serial
-    if args.protocol == "sbi":
-        try:
-            sim = SbiSimulator(long_format=args.long_format, **common)
-        except ValueError as e:
-            print(f"error: {e}. Fix: choose another --unit", file=sys.stderr)
-            return 2
-        name = f"Sartorius SBI balance simulator ({sim.framing.describe()})"
-    else:
-        sim = MtSicsSimulator(**common)
-        name = "MT-SICS balance simulator"
-    stop = threading.Event()
+    stop, sim = threading.Event(), None
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
+            sim = _make_sim(args)
             sim.start()
             host, port = sim.start_control(*args.control)
         except OSError as e:
             print(f"error: cannot start the simulator: {e}. Fix: choose another --link path "
                   "or --tcp/--control address", file=sys.stderr)
             return 1
+        except ValueError as e:  # a bad register map, unit or option
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if args.json:
             print(json.dumps({"port": sim.port, "control": f"{host}:{port}",
                               "serial": sim.serial}))
         else:
-            print(f"{name} (serial {sim.serial}) on {sim.port}; "
-                  f"control on {host}:{port}")
+            print(f"{_describe(sim, args)} on {sim.port}; control on {host}:{port}")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
     finally:
-        sim.stop()
+        if sim is not None:
+            sim.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _make_sim(args: argparse.Namespace):
+    common = dict(settle_s=args.settle, noise_ug=args.noise, link_path=args.link, tcp=args.tcp)
+    if args.serial:
+        common["serial"] = args.serial
+    if args.protocol == "mtsics":
+        from drivers.sim.mtsics import MtSicsSimulator
+
+        return MtSicsSimulator(unit=args.unit, **common)
+    if args.protocol == "sbi":
+        from drivers.sim.sbi import SbiSimulator
+
+        return SbiSimulator(long_format=args.long_format, unit=args.unit, **common)
+    from drivers.sim.modbus_scale import ModbusScaleSimulator
+
+    framing = "tcp" if args.protocol == "modbus-tcp" else "rtu"
+    if framing == "tcp" and args.link:
+        raise ValueError("Modbus TCP has no serial port: drop --link, or use --tcp HOST:PORT")
+    common["tcp"] = args.tcp or (("127.0.0.1", 0) if framing == "tcp" else None)
+    common.setdefault("serial", "SIM0000001")
+    return ModbusScaleSimulator(regmap=args.map, framing=framing, unit_id=args.unit_id, **common)
+
+
+def _describe(sim, args: argparse.Namespace) -> str:
+    if args.protocol == "mtsics":
+        return f"MT-SICS balance simulator (serial {sim.serial})"
+    if args.protocol == "sbi":
+        return f"Sartorius SBI balance simulator ({sim.framing.describe()}, serial {sim.serial})"
+    return f"{args.protocol} scale simulator ({sim.map.name}, unit {args.unit_id}, serial {sim.serial})"

@@ -57,7 +57,7 @@ class ControlServer:
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 for raw in self.rfile:
-                    reply = run_command(sim, raw.decode("utf-8", "replace"))
+                    reply = sim.control(raw.decode("utf-8", "replace"))  # a simulator may add words
                     self.wfile.write(json.dumps(reply).encode() + b"\n")
                     self.wfile.flush()
 

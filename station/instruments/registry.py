@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from station.instruments.plugins import mtsics, sbi, spectro
+from station.instruments.plugins import modbus, mtsics, sbi, spectro
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class Plugin:
 PLUGINS: dict[str, Plugin] = {
     "mtsics": Plugin("scale", mtsics.MtSicsConfig, mtsics.build, "Mettler Toledo MT-SICS balance (serial)"),
     "sbi": Plugin("scale", sbi.SbiConfig, sbi.build, "Sartorius balance, SBI print protocol (serial)"),
+    "modbus-rtu": Plugin("scale", modbus.ModbusScaleConfig, modbus.build_scale, "weight transmitter, Modbus RTU"),
+    "modbus-tcp": Plugin("scale", modbus.ModbusScaleConfig, modbus.build_scale, "weight transmitter, Modbus TCP"),
+    "modbus-ambient": Plugin("ambient", modbus.ModbusAmbientConfig, modbus.build_ambient,
+                             "temperature/humidity sensor, Modbus RTU (or TCP)"),
     "spectro-serial": Plugin("spectrometer", spectro.SpectroSerialConfig, spectro.build_serial,
                              "CCD spectrometer, RS-232 command set (serial)"),
     "spectro-modbus": Plugin("spectrometer", spectro.SpectroModbusConfig, spectro.build_modbus,
