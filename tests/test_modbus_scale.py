@@ -354,10 +354,10 @@ def test_cli_refuses_a_bad_map():
             "c.add_arguments(p); raise SystemExit(c.run(p.parse_args()))")
     out = subprocess.run([sys.executable, "-c", code, "--protocol", "modbus-rtu", "--map", "nope"],
                          capture_output=True, text=True, timeout=20)
-    assert out.returncode == 1 and "no register map 'nope'" in out.stderr
+    assert out.returncode == 2 and "no register map 'nope'" in out.stderr
     out = subprocess.run([sys.executable, "-c", code, "--protocol", "modbus-tcp", "--link", "/tmp/x"],
                          capture_output=True, text=True, timeout=20)
-    assert out.returncode == 1 and "Modbus TCP has no serial port" in out.stderr
+    assert out.returncode == 2 and "Modbus TCP has no serial port" in out.stderr
 
 
 def test_devices_from_settings_share_one_bus(tmp_path):
@@ -398,5 +398,5 @@ def test_devices_from_settings_name_the_keys(tmp_path):
         scale = modbus_scale(sim.port, expected_serial="B525073136", setting="devices.big_scale")
         with pytest.raises(LinkError) as info:
             scale.identify()
-        assert "devices.big_scale.expected_serial" in info.value.fix
+        assert "devices.big_scale.serial" in info.value.fix
         scale.close()
