@@ -105,3 +105,53 @@ def test_unknown_key_is_rejected(signer, tmp_path):
     other = Signer(init_key(tmp_path / "other.key"))
     with pytest.raises(RecordError, match="unknown key"):
         verify(signer.sign(_payload()), {other.kid: other.public_key})
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from station.records.cose import encode_sign1, loads_exactly, parse, sig_structure  # noqa: E402
+from station.records.cose import dumps as canonical_dumps  # noqa: E402
+
+# Lengths around every CBOR length-encoding boundary (23/24, 255/256, 65535/65536).
+_sizes = st.sampled_from([0, 1, 23, 24, 25, 255, 256, 257, 65535, 65536, 65537])
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300), st.binary(max_size=80))
+def test_hand_built_encodings_match_cbor2(protected, payload, signature):
+    assert sig_structure(protected, payload) == canonical_dumps(["Signature1", protected, b"", payload])
+    assert encode_sign1(protected, payload, signature) == canonical_dumps(
+        cbor2.CBORTag(18, [protected, {}, payload, signature]))
+
+
+@given(_sizes, _sizes)
+def test_hand_built_encodings_match_cbor2_at_length_boundaries(n, m):
+    p, q = bytes(n), b"\x01" * m
+    assert encode_sign1(p, q, b"s" * 64) == canonical_dumps(cbor2.CBORTag(18, [p, {}, q, b"s" * 64]))
+
+
+@given(st.binary(max_size=64))
+def test_parse_raises_only_record_errors_on_arbitrary_bytes(data):
+    try:
+        parse(data)
+    except RecordError:
+        pass
+
+
+def test_a_non_empty_unprotected_header_is_refused(signer):
+    tag = cbor2.loads(signer.sign(_payload()))
+    for unprotected in ({4: b"x"}, {1: -8}, [], b""):
+        tag.value[1] = unprotected
+        with pytest.raises(RecordError, match="unprotected header is not empty"):
+            verify(cbor2.dumps(tag), {signer.kid: signer.public_key})
+
+
+def test_the_digest_is_of_the_signed_content_which_is_the_stations_bytes(signer):
+    data = signer.sign(_payload())
+    assert parse(data).digest == hashlib.sha256(data).digest()
+
+
+def test_loads_exactly_refuses_trailing_bytes_and_lone_breaks():
+    assert loads_exactly(b"\x01") == 1
+    for bad in (b"\x01\x02", b"\xff"):
+        with pytest.raises(ValueError):
+            loads_exactly(bad)

@@ -92,11 +92,16 @@ def files(paths: list[str]) -> Iterator[str]:
             raise StationError(f"{raw} does not exist", "give .cose files or a directory from `station records export`")
     if not others and not any(seqs for _, seqs in dirs):
         raise StationError("no .cose files found", "give files or a directory from `station records export`")
-    streams = [((seq, i) for seq in seqs) for i, (_, seqs) in enumerate(dirs)]
+    streams = [_tagged(seqs, i) for i, (_, seqs) in enumerate(dirs)]
     for seq, i in heapq.merge(*streams):
         yield os.path.join(dirs[i][0], f"{seq}.cose")
     others.sort(key=lambda f: (_seq_of(os.path.basename(f)) or 0, f))
     yield from others
+
+
+def _tagged(seqs: list[int], i: int) -> Iterator[tuple[int, int]]:
+    for seq in seqs:
+        yield seq, i
 
 
 def verify_files(checker: ChainChecker, paths: list[str], on_record=None) -> None:
