@@ -82,5 +82,5 @@ def print_report(report: Report) -> None:
         out.print(f"[bold red]... and {report.unlisted} more problem(s) not listed[/]")
     verdict = "[bold green]ALL VERIFIED[/]" if report.ok else "[bold red]VERIFICATION FAILED[/]"
     extra = "".join([f", {report.duplicates} duplicate(s)" if report.duplicates else "",
-                     f"; {report.simulated} of the good are SIMULATED" if report.simulated else ""])
+                     f" ({report.simulated} of the good simulated)" if report.simulated else ""])
     out.print(f"{verdict}: {report.good} good, {report.bad} bad, {len(report.gaps)} gap(s){extra}")
