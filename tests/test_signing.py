@@ -155,3 +155,29 @@ def test_loads_exactly_refuses_trailing_bytes_and_lone_breaks():
     for bad in (b"\x01\x02", b"\xff"):
         with pytest.raises(ValueError):
             loads_exactly(bad)
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300), st.binary(max_size=80))
+def test_the_fast_split_recovers_what_was_encoded(protected, payload, signature):
+    from station.records.cose import split_canonical
+
+    assert split_canonical(encode_sign1(protected, payload, signature)) == (protected, payload, signature)
+
+
+@given(st.one_of(st.binary(max_size=120), st.binary(max_size=120).map(lambda b: b"\xd2\x84" + b)))
+def test_the_fast_split_accepts_only_the_canonical_encoding(data):
+    from station.records.cose import split_canonical
+
+    parts = split_canonical(data)
+    if parts is not None:
+        assert encode_sign1(*parts) == data
+
+
+def test_the_fast_split_refuses_long_form_lengths():
+    from station.records.cose import split_canonical
+
+    good = encode_sign1(b"p", b"x" * 30, b"s" * 64)
+    assert split_canonical(good) is not None
+    long_form = b"\xd2\x84" + b"\x58\x01p" + b"\xa0" + b"\x58\x1e" + b"x" * 30 + b"\x58\x40" + b"s" * 64
+    assert split_canonical(long_form) is None  # protected's length in two bytes where one would do
+    assert split_canonical(good + b"\x00") is None and split_canonical(good[:-1]) is None

@@ -28,6 +28,7 @@ RECORD_FIELDS: dict[int, dict[str, type | tuple[type, ...]]] = {
     1: _V1,
     2: {**_V1, "ambient": (dict, type(None))},  # null when the station has no ambient sensor
 }
+_MISSING = object()
 MAX_LISTED = 1000  # problems kept for the report; the rest are only counted
 DEFAULT_WINDOW = 4096
 
@@ -66,13 +67,13 @@ class Report:
 
 def _field_problems(payload: dict) -> list[str]:
     v = payload.get("v")
-    fields = RECORD_FIELDS.get(v) if isinstance(v, int) and not isinstance(v, bool) else None
+    fields = RECORD_FIELDS.get(v) if type(v) is int else None
     if fields is None:
         return [f"payload version v={v!r} is not one this verifier knows ({', '.join(map(str, RECORD_FIELDS))})"]
     out = []
     for key, typ in fields.items():
-        value = payload.get(key)
-        if key not in payload or not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        value = payload.get(key, _MISSING)
+        if value is _MISSING or not isinstance(value, typ) or (typ is int and type(value) is bool):
             name = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
             out.append(f"payload field {key!r} missing or not {name}")
     if isinstance(payload.get("prev"), bytes) and len(payload["prev"]) != 32:

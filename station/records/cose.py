@@ -121,8 +121,53 @@ def _kid_of(protected: bytes) -> str:
     return kid
 
 
+_MIN_FOR_HEAD = {24: (1, 24), 25: (2, 0x100), 26: (4, 0x10000), 27: (8, 0x100000000)}
+
+
+def _take_bstr(data: bytes, pos: int) -> tuple[bytes, int] | None:
+    """A byte string at `pos` in shortest form, or None."""
+    if pos >= len(data) or data[pos] >> 5 != 2:
+        return None
+    ai = data[pos] & 31
+    if ai < 24:
+        start, n = pos + 1, ai
+    elif ai in _MIN_FOR_HEAD:
+        width, least = _MIN_FOR_HEAD[ai]
+        start = pos + 1 + width
+        n = int.from_bytes(data[pos + 1:start], "big")
+        if start > len(data) or n < least:
+            return None
+    else:
+        return None
+    end = start + n
+    return (data[start:end], end) if end <= len(data) else None
+
+
+def split_canonical(data: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(protected, payload, signature) when `data` is exactly encode_sign1() of them, else None.
+
+    Every record a station writes takes this path; it decodes no CBOR at all."""
+    if data[:2] != _SIGN1_HEAD:
+        return None
+    got = _take_bstr(data, 2)
+    if got is None or got[1] >= len(data) or data[got[1]] != 0xA0:
+        return None
+    protected = got[0]
+    got = _take_bstr(data, got[1] + 1)
+    if got is None:
+        return None
+    payload = got[0]
+    got = _take_bstr(data, got[1])
+    if got is None or got[1] != len(data):
+        return None
+    return protected, payload, got[0]
+
+
 def parse(data: bytes) -> Envelope:
     """Decode one COSE_Sign1 and check its shape. Raises RecordError."""
+    parts = split_canonical(data)
+    if parts is not None:
+        return Envelope(*parts, _kid_of(parts[0]), hashlib.sha256(data).digest())
     try:
         obj = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types on malformed input
