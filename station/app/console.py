@@ -32,7 +32,7 @@ def _escape(text: str) -> str:
     return text.replace("[", r"\[")
 
 
-_COLUMNS = [("seq", 7, ">"), ("time (UTC)", 24, "<"), ("station", 10, "<"), ("operator", 10, "<"), ("lot", 12, "<"),
+_COLUMNS = [("seq", 7, ">"), ("time (UTC)", 24, "<"), ("station", 14, "<"), ("operator", 14, "<"), ("lot", 14, "<"),
             ("mass µg", 10, ">"), ("carat", 6, ">"), ("raw ct", 7, ">"), ("flags", 20, "<"), ("check", 0, "<")]
 
 
@@ -44,6 +44,7 @@ def table_header() -> None:
     """The per-record table is printed as records arrive (plain text: a million rows
     must not be held in memory or laid out by rich)."""
     sys.stdout.write(_row([name for name, _, _ in _COLUMNS]) + "\n")
+    sys.stdout.flush()
 
 
 def table_row(rec: Checked) -> None:

@@ -130,12 +130,22 @@ def verify_files(checker: ChainChecker, paths: list[str], on_record=None) -> Non
             on_record(item)
 
 
+def _table_printer():
+    started = False
+
+    def row(item) -> None:
+        nonlocal started
+        if not started:  # on the first record, so an error about the input is not preceded by a header
+            console.table_header()
+            started = True
+        console.table_row(item)
+
+    return row
+
+
 def run(args) -> int:
     checker = ChainChecker(trust_store(args), first_seq=args.from_seq, window=args.window)
-    on_record = None
-    if args.table:
-        console.table_header()
-        on_record = console.table_row
+    on_record = _table_printer() if args.table else None
     if args.subscribe:
         _subscribe(args, checker, on_record)
     else:
