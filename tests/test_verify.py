@@ -316,3 +316,11 @@ def test_trailing_bytes_after_the_envelope_are_rejected_and_cannot_shadow(signer
     recs = _chain(signer, 2)
     report = _check({signer.kid: signer.public_key}, [recs[0], recs[1] + b"\x00", recs[1]], ["1", "tail", "2"])
     assert report.good == 2 and _bad_sources(report) == ["tail"]
+
+
+def test_a_bare_key_is_bound_to_the_kind_of_its_first_record(keys):
+    sim = _chain(keys["a_sim"], 2, simulated=True)
+    claims_real = _chain(keys["a_sim"], 3, lot="x")[2]
+    report = _check({keys["a_sim"].kid: keys["a_sim"].public_key}, sim + [claims_real], ["1", "2", "3"])
+    assert report.good == 2 and _bad_sources(report) == ["3"]
+    assert "simulation key" in report.bad_records[0][1][0]
