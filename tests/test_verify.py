@@ -324,3 +324,13 @@ def test_a_bare_key_is_bound_to_the_kind_of_its_first_record(keys):
     report = _check({keys["a_sim"].kid: keys["a_sim"].public_key}, sim + [claims_real], ["1", "2", "3"])
     assert report.good == 2 and _bad_sources(report) == ["3"]
     assert "simulation key" in report.bad_records[0][1][0]
+
+
+def test_both_ends_of_an_older_run_are_compared_outside_the_window(signer):
+    recs, fork = _chain(signer, 6), _chain(signer, 6, lot="fork")
+    first = [recs[3], recs[4], recs[5], recs[0]]  # runs 1..1 and 4..6; the window (1) holds only seq 1
+    report = _check({signer.kid: signer.public_key}, first + [recs[3], recs[5]], window=1)
+    assert report.duplicates == 2 and report.bad == 0
+    for forked in (fork[3], fork[5]):
+        report = _check({signer.kid: signer.public_key}, first + [forked], ["4", "5", "6", "1", "forked"], window=1)
+        assert _bad_sources(report) == ["forked"] and "two different signed records" in report.bad_records[0][1][0]
