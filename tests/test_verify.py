@@ -1,6 +1,7 @@
 """The reference consumer: every check `station verify` makes, each shown to fire."""
 
 import hashlib
+import os
 
 import cbor2
 import pytest
@@ -335,3 +336,31 @@ def test_both_ends_of_an_older_run_are_compared_outside_the_window(signer):
     for forked in (fork[3], fork[5]):
         report = _check({signer.kid: signer.public_key}, first + [forked], ["4", "5", "6", "1", "forked"], window=1)
         assert _bad_sources(report) == ["forked"] and "two different signed records" in report.bad_records[0][1][0]
+
+
+def test_the_listing_is_bounded_and_the_rest_is_counted(signer, monkeypatch):
+    from station.central import verify
+
+    monkeypatch.setattr(verify, "MAX_LISTED", 3)
+    recs, fork = _chain(signer, 5), _chain(signer, 5, lot="fork")
+    checker = ChainChecker({signer.kid: signer.public_key})
+    assert checker.add(recs[0], "1").ok
+    bad = [checker.add(b"junk", f"junk{i}") for i in range(2)]
+    assert not any(item.ok for item in bad)
+    checker.add(fork[1], "fork2")  # a chain problem, the third thing listed
+    report = checker.report()
+    assert [s for s, _ in report.bad_records] == ["junk0", "junk1"] and len(report.problems) == 1
+    assert report.unlisted == 0
+    checker.add(b"junk", "junk2")  # the fourth: counted, not listed
+    checker.add(recs[2], "3")  # genuine 3 does not link to the forked 2: a chain problem, counted
+    report = checker.report()
+    assert len(report.bad_records) + len(report.problems) == 3 and report.unlisted == 2
+    assert report.bad == 3 and not report.ok
+
+
+def test_the_documented_limits_are_the_real_ones():
+    from station.central import verify
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "RECORDS.md")).read()
+    assert f"(default {verify.DEFAULT_WINDOW}," in text
+    assert f"the first {verify.MAX_LISTED:,} problems" in text

@@ -58,7 +58,7 @@ class Report:
     bad_records: list[tuple[str, list[str]]]  # (source, problems), the first MAX_LISTED
     gaps: list[tuple[str, int, int]]  # (station_id, first missing, last missing)
     problems: list[str]  # chain-level problems, the first MAX_LISTED
-    unlisted: int = 0  # problems counted but not kept
+    unlisted: int  # problems counted but not kept
 
     @property
     def ok(self) -> bool:
