@@ -122,8 +122,12 @@ def test_a_trust_store_with_jwk_files_and_its_refusals(tmp_path, capsys):
     assert _run(capsys, "verify", "--trust", str(trust), str(tmp_path / "x"))[0] == 0
     # The same key now claimed by S1 as simulation and by S2: a store like this is refused whole.
     trust.write_text('[stations.S1]\nsimulation = ["s1.jwk"]\n[stations.S2]\nproduction = ["s1.jwk"]\n')
-    with pytest.raises(KeyFileError, match="bound twice"):
+    with pytest.raises(KeyFileError, match="bound twice: station S1, simulation .* and station S2, production"):
         load_trust_file(trust)
+    for empty in ("", "stations = 1\n", "[stations]\n"):
+        trust.write_text(empty)
+        with pytest.raises(KeyFileError, match=r"has no \[stations.<id>\] table"):
+            load_trust_file(trust)
     trust.write_text(f'[stations.S1]\nproduction = [{{ kty = "OKP", crv = "Ed25519", x = "{jwk["x"]}", kid = "nope" }}]\n')
     with pytest.raises(KeyFileError, match="not the thumbprint"):
         load_trust_file(trust)
