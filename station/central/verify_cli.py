@@ -144,6 +144,8 @@ def _table_printer():
 
 
 def run(args) -> int:
+    if args.window < 1:
+        raise StationError(f"--window {args.window} is below 1", "give how many recent records to compare repeats with")
     checker = ChainChecker(trust_store(args), first_seq=args.from_seq, window=args.window)
     on_record = _table_printer() if args.table else None
     if args.subscribe:
