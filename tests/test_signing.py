@@ -181,3 +181,65 @@ def test_the_fast_split_refuses_long_form_lengths():
     long_form = b"\xd2\x84" + b"\x58\x01p" + b"\xa0" + b"\x58\x1e" + b"x" * 30 + b"\x58\x40" + b"s" * 64
     assert split_canonical(long_form) is None  # protected's length in two bytes where one would do
     assert split_canonical(good + b"\x00") is None and split_canonical(good[:-1]) is None
+
+
+_BOUNDARY_SIZES = [0, 23, 24, 255, 256, 65535, 65536]
+
+
+@pytest.mark.parametrize("n", _BOUNDARY_SIZES)
+def test_the_fast_split_at_every_length_boundary(n):
+    from station.records.cose import split_canonical
+
+    data = encode_sign1(b"p" * n, b"q" * n, b"s" * n)
+    assert data == canonical_dumps(cbor2.CBORTag(18, [b"p" * n, {}, b"q" * n, b"s" * n]))
+    assert split_canonical(data) == (b"p" * n, b"q" * n, b"s" * n)
+
+
+@pytest.mark.parametrize("head, n", [
+    (b"\x58", 23), (b"\x59", 255), (b"\x5a", 65535),  # a wider length than needed: not canonical
+    (b"\x58", 24), (b"\x59", 256), (b"\x5a", 65536),  # the narrowest width for n: canonical
+])  # fmt: skip
+def test_the_fast_split_takes_only_the_shortest_length(head, n):
+    from station.records.cose import split_canonical
+
+    width = {b"\x58": 1, b"\x59": 2, b"\x5a": 4}[head]
+    protected, payload = canonical_dumps({1: -8, 4: b"k"}), b"q" * n
+    data = (b"\xd2\x84" + bytes((0x40 + len(protected),)) + protected + b"\xa0" + head + n.to_bytes(width, "big")
+            + payload + b"\x58\x40" + b"s" * 64)
+    shortest = n >= {1: 24, 2: 256, 4: 65536}[width]
+    assert (split_canonical(data) is not None) == shortest
+    # Either way it is the same signed content, so the same record.
+    assert parse(data).digest == hashlib.sha256(encode_sign1(protected, payload, b"s" * 64)).digest()
+
+
+def test_length_heads_past_four_gibibytes():
+    from station.records.cose import _bstr_head
+
+    assert _bstr_head(0xFFFFFFFF) == b"\x5a\xff\xff\xff\xff"
+    assert _bstr_head(0x100000000) == b"\x5b" + (0x100000000).to_bytes(8, "big")
+
+
+@pytest.mark.parametrize("header, problem", [
+    ({1: -7, 4: b"k"}, "does not declare EdDSA"),
+    ([1, -8], "does not declare EdDSA"),
+    ({1: -8}, "has no kid"),
+    ({1: -8, 4: "text kid"}, "has no kid"),
+])  # fmt: skip
+def test_protected_headers_that_are_refused(header, problem):
+    data = encode_sign1(canonical_dumps(header), b"\xa0", b"s" * 64)
+    with pytest.raises(RecordError, match=problem):
+        parse(data)
+
+
+@pytest.mark.parametrize("value", [[b"", {}, b""], b"not an array", [b"", {}, b"", b"", b""]])
+def test_a_tag_18_that_is_not_a_four_element_array_is_refused(value):
+    with pytest.raises(RecordError, match="not a 4-element array"):
+        parse(cbor2.dumps(cbor2.CBORTag(18, value)))
+
+
+def test_the_kid_cache_stays_small():
+    from station.records import cose
+
+    for i in range(300):
+        parse(encode_sign1(canonical_dumps({1: -8, 4: f"kid-{i}".encode()}), b"\xa0", b"s" * 64))
+    assert len(cose._kid_cache) == 256
