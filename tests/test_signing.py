@@ -243,3 +243,15 @@ def test_the_kid_cache_stays_small():
     for i in range(300):
         parse(encode_sign1(canonical_dumps({1: -8, 4: f"kid-{i}".encode()}), b"\xa0", b"s" * 64))
     assert len(cose._kid_cache) == 256
+
+
+@pytest.mark.parametrize("cut", range(1, 8))
+def test_a_record_cut_short_anywhere_near_its_start_is_refused(signer, cut):
+    from station.records.cose import split_canonical
+
+    data = signer.sign(_payload())
+    protected_end = 2 + 1 + len(cbor2.loads(data).value[0])
+    short = data[:protected_end] if cut == 1 else data[:cut]
+    assert split_canonical(short) is None
+    with pytest.raises(RecordError):
+        parse(short)
