@@ -72,6 +72,16 @@ def cmd_keys_public(args) -> int:
     from station.records.keys import load_private_key
 
     cfg = _config(args)
+    if args.trust_entry:
+        from station.central.trust import PRODUCTION, SIMULATION, trust_entry
+
+        keys = {kind: [load_private_key(path).public_key()] for path, kind in
+                ((cfg.station.key_file, PRODUCTION), (cfg.station.sim_key_file, SIMULATION))
+                if path is not None and path.exists()}
+        if not keys:
+            raise StationError(f"none of the keys in {cfg.source} exist", "create one with `station keys init`")
+        print(trust_entry(cfg.station.id, keys), end="")
+        return 0
     signer = Signer(load_private_key(cfg.signing_key_file))
     print(json.dumps(signer.jwk(), indent=2) if args.jwk else signer.kid)
     return 0
@@ -138,9 +148,11 @@ def cmd_records_export(args) -> int:
     path = outbox_path(cfg)
     if not path.exists():
         raise StationError(f"no outbox at {path}", "check station.state_dir; the station creates it on first run")
+    if args.from_seq is not None and args.to_seq is not None and args.from_seq > args.to_seq:
+        raise StationError(f"--from-seq {args.from_seq} is after --to-seq {args.to_seq}", "swap them")
     box = Outbox(path)
     try:
-        n = box.export(Path(args.dir))
+        n = box.export(Path(args.dir), from_seq=args.from_seq, to_seq=args.to_seq, force=args.force)
         depth = box.depth()
     finally:
         box.close()
@@ -230,6 +242,8 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_keys_init)
     s = k.add_parser("public", parents=[common], help="print the public key (kid, or --jwk)")
     s.add_argument("--jwk", action="store_true", help="print an OKP JWK")
+    s.add_argument("--trust-entry", action="store_true",
+                   help="print this station's entry for a consumer's trust store (TOML: production and simulation keys)")
     s.set_defaults(func=cmd_keys_public)
 
     t = sub.add_parser("certs", help="TLS certificate for the broker").add_subparsers(metavar="ACTION")
@@ -250,8 +264,11 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
 
     r = sub.add_parser("records", help="the outbox of signed records").add_subparsers(metavar="ACTION")
-    s = r.add_parser("export", parents=[common], help="write every record as DIR/<seq>.cose")
+    s = r.add_parser("export", parents=[common], help="write records as DIR/<seq>.cose")
     s.add_argument("dir")
+    s.add_argument("--from-seq", type=int, metavar="N", help="first seq to export (default: the first stored)")
+    s.add_argument("--to-seq", type=int, metavar="N", help="last seq to export, inclusive (default: the last stored)")
+    s.add_argument("--force", action="store_true", help="overwrite files that already exist in DIR")
     s.set_defaults(func=cmd_records_export)
 
     s = sub.add_parser("verify", parents=[common], help="verify records: signatures, chain, gaps")

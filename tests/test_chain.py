@@ -34,7 +34,7 @@ def test_seq_and_chain_continue_across_restarts(tmp_path):
     for rec in w.outbox.records():
         checker.add(rec.data, str(rec.seq))
     report = checker.report()
-    assert report.ok and [r.seq for r in report.records] == [1, 2, 3, 4]
+    assert report.ok and report.good == 4
 
 
 def test_an_outbox_belongs_to_one_key(tmp_path):

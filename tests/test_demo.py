@@ -23,7 +23,7 @@ def test_demo_keeps_an_inspectable_station(tmp_path):
     export = tmp_path / "export"
     assert station("records", "export", "--config", str(cfg), str(export)).returncode == 0
     assert sorted(p.name for p in export.iterdir()) == ["1.cose", "2.cose", "3.cose"]
-    verified = station("verify", "--config", str(cfg), str(export))
+    verified = station("verify", "--table", "--config", str(cfg), str(export))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.count("SIMULATED") == 3
 

@@ -1,4 +1,4 @@
-"""Everything a person reads: operator messages and the verified-stones table."""
+"""Everything a person reads: operator messages and the verified-records report."""
 
 from __future__ import annotations
 
@@ -6,16 +6,13 @@ import sys
 from datetime import datetime
 
 from rich.console import Console
-from rich.table import Table
 
 from station.records.carat import format_carats, format_raw_carats
-from station.central.verify import Report
+from station.central.verify import Checked, Report
 
 # soft_wrap: a message is one line in a pipe or the journal, whatever the width.
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-# A pipe has no width; rich would assume 80 columns and squeeze the table.
-_table_out = out if out.is_terminal else Console(highlight=False, width=160)
 
 _STYLE = {"ok": "bold green", "info": "", "warn": "yellow", "fault": "bold red", "mqtt": "cyan"}
 
@@ -40,40 +37,56 @@ def _escape(text: str) -> str:
     return text.replace("[", r"\[")
 
 
-def stones_table(report: Report, title: str = "Verified records") -> Table:
-    table = Table(title=title, title_justify="left")
-    for col, justify in [("seq", "right"), ("time (UTC)", "left"), ("station", "left"), ("operator", "left"),
-                         ("lot", "left"), ("mass µg", "right"), ("carat", "right"), ("raw ct", "right"),
-                         ("flags", "left"), ("check", "left")]:
-        table.add_column(col, justify=justify)
-    for rec in report.records:
-        p = rec.payload or {}
-        reading = (p.get("readings") or [{}])[0] if isinstance(p.get("readings"), list) else {}
-        mass = reading.get("value") if isinstance(reading, dict) else None
-        is_mass = isinstance(mass, int) and mass >= 0
-        flags = list(p.get("flags") or []) + (["SIMULATED"] if p.get("simulated") else [])
-        table.add_row(
-            str(rec.seq if rec.seq is not None else "?"),
-            str(p.get("time", "")),
-            str(p.get("station_id", rec.source)),
-            str(p.get("operator", "")),
-            str(p.get("lot", "")),
-            str(mass) if is_mass else "",
-            format_carats(mass) if is_mass else "",
-            format_raw_carats(mass) if is_mass else "",
-            _escape(", ".join(flags)),
-            "[green]ok[/]" if rec.ok else f"[red]BAD: {_escape('; '.join(rec.problems))}[/]",
-        )
-    return table
+_COLUMNS = [("seq", 7, ">"), ("time (UTC)", 24, "<"), ("station", 14, "<"), ("operator", 14, "<"), ("lot", 14, "<"),
+            ("mass µg", 10, ">"), ("carat", 6, ">"), ("raw ct", 7, ">"), ("flags", 20, "<"), ("check", 0, "<")]
 
 
-def print_report(report: Report, title: str = "Verified records") -> None:
-    _table_out.print(stones_table(report, title))
+def _row(cells: list[str]) -> str:
+    return "  ".join(f"{c:{align}{width}}" if width else c for c, (_, width, align) in zip(cells, _COLUMNS)).rstrip()
+
+
+def table_header() -> None:
+    """The per-record table is printed as records arrive (plain text: a million rows
+    must not be held in memory or laid out by rich)."""
+    sys.stdout.write(_row([name for name, _, _ in _COLUMNS]) + "\n")
+    sys.stdout.flush()
+
+
+def table_row(rec: Checked) -> None:
+    p = rec.payload or {}
+    readings = p.get("readings")
+    reading = readings[0] if isinstance(readings, list) and readings else {}
+    mass = reading.get("value") if isinstance(reading, dict) else None
+    is_mass = isinstance(mass, int) and not isinstance(mass, bool) and mass >= 0
+    flags = p.get("flags") if isinstance(p.get("flags"), list) else []
+    flags = [str(f) for f in flags] + (["SIMULATED"] if p.get("simulated") is True else [])
+    if rec.problems:
+        check = "BAD: " + "; ".join(rec.problems)
+    elif rec.duplicate:
+        check = "ok (duplicate)"
+    elif rec.notes:
+        check = "CHAIN: " + "; ".join(rec.notes)
+    else:
+        check = "ok"
+    seq = p.get("seq")
+    sys.stdout.write(_row([
+        str(seq) if isinstance(seq, int) else "?", str(p.get("time", "")), str(p.get("station_id", rec.source)),
+        str(p.get("operator", "")), str(p.get("lot", "")), str(mass) if is_mass else "",
+        format_carats(mass) if is_mass else "", format_raw_carats(mass) if is_mass else "", ", ".join(flags), check,
+    ]) + "\n")
+
+
+def print_report(report: Report) -> None:
+    """The summary and only the problems: an archive's good records are one number."""
+    for source, problems in report.bad_records:
+        out.print(f"[bold red]BAD[/] {_escape(source)}: {_escape('; '.join(problems))}")
     for station, first, last in report.gaps:
         out.print(f"[bold red]GAP[/] {station}: seq {first}" + (f"–{last}" if last != first else "") + " missing")
     for problem in report.problems:
         out.print(f"[bold red]PROBLEM[/] {_escape(problem)}")
-    good = sum(1 for r in report.records if r.ok)
-    bad = len(report.records) - good
+    if report.unlisted:
+        out.print(f"[bold red]... and {report.unlisted} more problem(s) not listed[/]")
     verdict = "[bold green]ALL VERIFIED[/]" if report.ok else "[bold red]VERIFICATION FAILED[/]"
-    out.print(f"{verdict}: {good} good, {bad} bad, {len(report.gaps)} gap(s)")
+    extra = "".join([f", {report.duplicates} duplicate(s)" if report.duplicates else "",
+                     f" ({report.simulated} of the good simulated)" if report.simulated else ""])
+    out.print(f"{verdict}: {report.good} good, {report.bad} bad, {len(report.gaps)} gap(s){extra}")

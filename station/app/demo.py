@@ -103,7 +103,7 @@ def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int
 
             listening = threading.Semaphore(0)
             consumer = subprocess.Popen(
-                _station_cmd("verify", "--subscribe", "--key", str(workdir / "simulation.jwk"),
+                _station_cmd("verify", "--subscribe", "--table", "--key", str(workdir / "simulation.jwk"),
                              "--host", "127.0.0.1", "--port", str(broker.port),
                              "--count", str(stones), "--timeout", str(timeout + 10 * stones)),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

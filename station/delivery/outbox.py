@@ -208,12 +208,14 @@ class Outbox:
 
     # -- inspection ----------------------------------------------------------------
 
-    def records(self) -> Iterator[StoredRecord]:
+    def records(self, from_seq: int | None = None, to_seq: int | None = None) -> Iterator[StoredRecord]:
         # Paged, so exporting a year of records does not load them all at once.
-        last = 0
+        last = (from_seq or 1) - 1
+        upper = to_seq if to_seq is not None else (1 << 62)
         while True:
             rows = self._db.execute(
-                "SELECT seq, record_id, data FROM records WHERE seq > ? ORDER BY seq LIMIT 500", (last,)
+                "SELECT seq, record_id, data FROM records WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 500",
+                (last, upper),
             ).fetchall()
             if not rows:
                 return
@@ -221,18 +223,38 @@ class Outbox:
                 yield StoredRecord(int(s), str(r), bytes(d))
             last = int(rows[-1][0])
 
-    def export(self, directory: Path) -> int:
+    def export(self, directory: Path, from_seq: int | None = None, to_seq: int | None = None,
+               force: bool = False) -> int:
+        """Write DIR/<seq>.cose for the stored records in [from_seq, to_seq]. Refuses, before
+        writing anything, when one of those files exists, unless `force`."""
         directory = Path(directory)
+        lo, hi = (from_seq or 1), (to_seq if to_seq is not None else (1 << 62))
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            if not force:
+                self._refuse_existing(directory, lo, hi)
             n = 0
-            for rec in self.records():
-                (directory / f"{rec.seq}.cose").write_bytes(rec.data)
+            for rec in self.records(from_seq, to_seq):
+                with open(directory / f"{rec.seq}.cose", "wb" if force else "xb") as fh:
+                    fh.write(rec.data)
                 n += 1
+        except FileExistsError as exc:  # appeared after the check: someone else writes there too
+            raise OutboxError(f"{exc.filename} appeared while exporting", "export into a directory of its own") from exc
         except OSError as exc:
             fix = "free disk space" if exc.errno == errno.ENOSPC else f"make {directory} writable"
             raise OutboxError(f"exporting records to {directory} failed: {exc.strerror or exc}", fix) from exc
         return n
+
+    def _refuse_existing(self, directory: Path, lo: int, hi: int) -> None:
+        existing = [int(name[:-5]) for name in os.listdir(directory)
+                    if name.endswith(".cose") and name[:-5].isdigit() and lo <= int(name[:-5]) <= hi]
+        if not existing:
+            return
+        stored = [s for s in sorted(existing) if self._db.execute("SELECT 1 FROM records WHERE seq = ?", (s,)).fetchone()]
+        if stored:
+            shown = ", ".join(f"{s}.cose" for s in stored[:3]) + (f" and {len(stored) - 3} more" if len(stored) > 3 else "")
+            raise OutboxError(f"{directory} already holds {shown}; nothing was exported",
+                              "export into an empty directory, narrow --from-seq/--to-seq, or pass --force to overwrite")
 
     def _write_batch(self, sql: str, rows: Sequence[tuple], meta: dict[str, str] | None = None) -> None:
         """All rows in one transaction, one fsync: the group commit. On any
