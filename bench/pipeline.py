@@ -39,14 +39,14 @@ from station.records.cose import Signer
 from station.delivery.outbox import Outbox
 from station.delivery.publisher import Publisher
 from station.instruments.reading import DeviceIdentity
-from station.instruments.reading import mass_reading as MassReading
+from station.instruments.reading import mass_reading
 from station.records.payload import RecordInput, utc_now
 
 TARGET_RATIO = 0.25
 
 
 def stone(i: int) -> RecordInput:
-    reading = MassReading(
+    reading = mass_reading(
         device="balance",
         driver="mtsics",
         identity=DeviceIdentity("XPR205", "B123456789", ('< I4 A "B123456789"',)),

@@ -38,10 +38,10 @@ TARGET_RATIO, TARGET_RSS_MB = 1.5, 100.0
 
 
 def _stone(i: int):
-    from station.instruments.reading import DeviceIdentity, MassReading
+    from station.instruments.reading import DeviceIdentity, mass_reading
     from station.records.payload import RecordInput, utc_now
 
-    reading = MassReading(
+    reading = mass_reading(
         device="balance", driver="mtsics",
         identity=DeviceIdentity("XPR205", "B123456789", ("> I2", '< I2 A "XPR205DR Excellence 220 g"',
                                                          "> I4", '< I4 A "B123456789"')),

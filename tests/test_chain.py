@@ -10,11 +10,11 @@ from station.errors import RecordError
 from station.records.keys import init_key
 from station.delivery.outbox import Outbox
 from station.instruments.reading import DeviceIdentity
-from station.instruments.reading import mass_reading as MassReading
+from station.instruments.reading import mass_reading
 from station.records.payload import RecordInput
 from station.central.verify import ChainChecker
 
-READING = MassReading("balance", "mtsics", DeviceIdentity("M", "SN"), 99_800, True, ("> S", "< S S     0.0998 g"), "t")
+READING = mass_reading("balance", "mtsics", DeviceIdentity("M", "SN"), 99_800, True, ("> S", "< S S     0.0998 g"), "t")
 ITEM = RecordInput(operator="op", lot="lot", readings=[READING])
 
 

@@ -11,7 +11,7 @@ from station.records.cose import Signer, verify
 from station.errors import KeyFileError, RecordError
 from station.records.keys import init_key, kid_for, load_private_key, public_key_from_jwk
 from station.instruments.reading import DeviceIdentity
-from station.instruments.reading import mass_reading as MassReading
+from station.instruments.reading import mass_reading
 from station.records.payload import RecordInput, build_payload
 
 
@@ -21,7 +21,7 @@ def signer(tmp_path):
 
 
 def _payload(seq=1, prev=bytes(32)):
-    reading = MassReading(
+    reading = mass_reading(
         device="balance", driver="mtsics", identity=DeviceIdentity("XS205", "B1", ('< I4 A "B1"',)),
         value_ug=99_800, stable=True, raw=("> S", "< S S      0.0998 g"), time="2026-11-28T13:00:00.000Z",
     )

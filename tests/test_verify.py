@@ -8,20 +8,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings, strategies as st
 
-from station.records.cose import Signer
-from station.records.keys import init_key
-from station.instruments.reading import DeviceIdentity
-from station.instruments.reading import mass_reading as MassReading
-from station.records.payload import RecordInput, build_payload
 from station.central.chainstate import RecentDigests, StationChain
 from station.central.trust import PRODUCTION, SIMULATION, TrustStore
 from station.central.verify import ChainChecker
-from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.reading import DeviceIdentity
+from station.instruments.reading import mass_reading
 from station.records.cose import Signer, dumps
 from station.records.keys import init_key
 from station.records.payload import RecordInput, build_payload
 
-READING = MassReading("balance", "mtsics", DeviceIdentity("M", "SN"), 123_400, True, ("> S",), "t")
+READING = mass_reading("balance", "mtsics", DeviceIdentity("M", "SN"), 123_400, True, ("> S",), "t")
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +150,7 @@ def _payload(**changes):
     (_payload(prev=bytes(31)), "'prev' is not a SHA-256"),
     (_payload(prev="00" * 32), "'prev' missing or not bytes"),
     (_payload(simulated=0), "'simulated' missing or not bool"),
-    (_payload(v=2), "'ambient' missing or not dict or NoneType"),
+    (_payload(ambient=KeyError), "'ambient' missing or not dict or NoneType"),
     (_payload(v=3), "v=3 is not one this verifier knows"),
     (_payload(v=True), "v=True is not one"),
     (b"\xff\x00not cbor", "signed payload is not CBOR"),
@@ -167,9 +163,14 @@ def test_correctly_signed_but_malformed_payloads_are_flagged(signer, payload, pr
     assert any(problem in p for p in report.bad_records[0][1]), report.bad_records
 
 
-@pytest.mark.parametrize("ambient", [None, {"temperature_mK": 293150, "humidity_permille": 412}])
+@pytest.mark.parametrize("ambient", [None, {"status": "ok", "temperature_dc": 215, "humidity_dpct": 412}])
 def test_version_2_records_are_accepted(signer, ambient):
     report = _check({signer.kid: signer.public_key}, [signer.sign(_payload(v=2, ambient=ambient))])
+    assert report.ok and report.good == 1
+
+
+def test_version_1_records_without_ambient_are_accepted(signer):
+    report = _check({signer.kid: signer.public_key}, [signer.sign(_payload(v=1, ambient=KeyError))])
     assert report.ok and report.good == 1
 
 

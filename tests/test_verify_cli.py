@@ -13,7 +13,7 @@ from station import config
 from station.central.trust import load_trust_file
 from station.delivery.outbox import Outbox
 from station.errors import KeyFileError
-from station.instruments.reading import DeviceIdentity, MassReading
+from station.instruments.reading import DeviceIdentity, mass_reading
 from station.records.chain import RecordWriter
 from station.records.cose import Signer
 from station.records.keys import init_key, load_private_key
@@ -30,7 +30,8 @@ sim_key_file = "keys/simulation.key"
 operator = "op"
 lot = "L1"
 
-[devices.balance]
+[devices.scale]
+kind = "scale"
 driver = "mtsics"
 port = "/dev/null"
 simulate = {simulate}
@@ -39,7 +40,7 @@ simulate = {simulate}
 host = "127.0.0.1"
 port = {mqtt_port}
 """
-ITEM = RecordInput("op", "L1", [MassReading("balance", "mtsics", DeviceIdentity("M", "SN"), 99_800, True, ("> S",), "t")])
+ITEM = RecordInput("op", "L1", [mass_reading("balance", "mtsics", DeviceIdentity("M", "SN"), 99_800, True, ("> S",), "t")])
 
 
 def _station_dir(tmp_path, station="S1", simulate=False, records=3, mqtt_port=1):
