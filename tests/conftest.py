@@ -47,3 +47,12 @@ def sim(tmp_path: Path) -> Iterator[SimProcess]:
     yield proc
     proc.control.close()
     proc.stop()
+
+
+@pytest.fixture
+def ambient(tmp_path: Path) -> Iterator[SimProcess]:
+    """`station sim ambient` (Modbus RTU) on a pty: 21.5 °C, 45.3 %RH."""
+    proc = SimProcess(tmp_path / "ambient", protocol="", kind="ambient", extra=("--temp", "21.5", "--humidity", "45.3"))
+    yield proc
+    proc.control.close()
+    proc.stop()

@@ -38,15 +38,49 @@ parity = "O"
 rtscts = true
 reply_timeout_s = 1.0
 """),
+    "modbus-rtu": (("--map", "laumas"), """\
+[devices.scale]
+kind = "scale"
+driver = "modbus-rtu"
+port = "{port}"
+map = "laumas"
+simulate = true
+reply_timeout_s = 1.0
+"""),
+    "modbus-tcp": (("--map", "generic-float32"), """\
+[devices.scale]
+kind = "scale"
+driver = "modbus-tcp"
+port = "tcp://{hostport}"
+map = "generic-float32"
+serial = "SIM0000001"
+simulate = true
+reply_timeout_s = 1.0
+"""),
 }
+AMBIENT = """\
+[devices.ambient]
+kind = "ambient"
+driver = "modbus-ambient"
+port = "{port}"
+simulate = true
+reply_timeout_s = 0.5
+"""
+
+
+def _table(protocol: str, port: str) -> str:
+    _, table = SCALES[protocol]
+    return table.format(port=port, hostport=port.removeprefix("socket://").removeprefix("tcp://"))
 
 
 @pytest.mark.parametrize("protocol", sorted(SCALES))
-def test_station_records_exact_carats_on_every_scale_protocol(tmp_path, mosquitto, protocol):
-    sim_args, table = SCALES[protocol]
-    sim = SimProcess(tmp_path / "scale", protocol=protocol, extra=sim_args)
+def test_station_records_exact_carats_on_every_scale_protocol(tmp_path, mosquitto, ambient, protocol):
+    sim_args, _ = SCALES[protocol]
+    link = None if protocol == "modbus-tcp" else tmp_path / "scale"
+    sim = SimProcess(link, protocol=protocol, extra=sim_args)
     try:
-        cfg = write_config(tmp_path, sim.port, mosquitto.port, devices=table.format(port=sim.port))
+        table = _table(protocol, sim.port) + "\n" + AMBIENT.format(port=ambient.port)
+        cfg = write_config(tmp_path, sim.port, mosquitto.port, devices=table)
         assert station("config", "check", "--config", str(cfg)).returncode == 0
         assert station("keys", "init", "--config", str(cfg)).returncode == 0
         jwk = json.loads(station("keys", "public", "--jwk", "--config", str(cfg)).stdout)
@@ -71,3 +105,6 @@ def test_station_records_exact_carats_on_every_scale_protocol(tmp_path, mosquitt
         mass_reading = payload["readings"][0]
         assert (mass_reading["value"], mass_reading["carat"], mass_reading["carat_raw"]) == (mass, carat, raw)
         assert mass_reading["driver"] == protocol and payload["simulated"] is True and payload["v"] == 2
+        amb = payload["ambient"]
+        assert (amb["status"], amb["temperature_dc"], amb["humidity_dpct"]) == ("ok", 215, 453)
+        assert amb["raw"]  # the registers behind the values
