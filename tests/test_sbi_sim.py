@@ -326,7 +326,7 @@ def test_sim_cli_human_line_and_bad_unit():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = _read_line(proc, 10)
-        assert line.startswith("Sartorius SBI balance simulator (1200 7O1, RTS/CTS) (serial 0034309393)")
+        assert line.startswith("Sartorius SBI balance simulator (1200 7O1, RTS/CTS, serial 0034309393) on ")
     finally:
         os.kill(proc.pid, signal.SIGINT)
         proc.communicate(timeout=10)

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                   "or --tcp/--control address", file=sys.stderr)
             return 1
         except ValueError as e:  # a bad register map, unit or option
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}. Fix: check --protocol, --unit and --map (see --help)", file=sys.stderr)
             return 2
         if args.json:
             print(json.dumps({"port": sim.port, "control": f"{host}:{port}",
