@@ -20,7 +20,10 @@ def test_config_dir_is_not_empty():
 def test_every_shipped_config_validates(path):
     cfg = config.load(path)
     assert cfg.station.id
-    assert cfg.devices["scale"].driver == "mtsics"
+    assert cfg.devices[cfg.scale_name].kind == "scale"
+    # a shipped example must say what it is for: its file name names its scale's driver family
+    family = {"mtsics": "", "sbi": "sbi", "modbus-rtu": "modbus", "modbus-tcp": "modbus"}[cfg.devices[cfg.scale_name].driver]
+    assert family in path.name
 
 
 def test_example_is_real_hardware_and_sim_is_simulated():
