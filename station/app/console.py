@@ -44,7 +44,7 @@ def stones_table(report: Report, title: str = "Verified records") -> Table:
     table = Table(title=title, title_justify="left")
     for col, justify in [("seq", "right"), ("time (UTC)", "left"), ("station", "left"), ("operator", "left"),
                          ("lot", "left"), ("mass µg", "right"), ("carat", "right"), ("raw ct", "right"),
-                         ("flags", "left"), ("check", "left")]:
+                         ("screening", "left"), ("flags", "left"), ("check", "left")]:
         table.add_column(col, justify=justify)
     for rec in report.records:
         p = rec.payload or {}
@@ -61,10 +61,23 @@ def stones_table(report: Report, title: str = "Verified records") -> Table:
             str(mass) if is_mass else "",
             format_carats(mass) if is_mass else "",
             format_raw_carats(mass) if is_mass else "",
+            _escape(_screening(p)),
             _escape(", ".join(flags)),
             "[green]ok[/]" if rec.ok else f"[red]BAD: {_escape('; '.join(rec.problems))}[/]",
         )
     return table
+
+
+def _screening(payload: dict) -> str:
+    """The spectrometer's verdict (details of a spectrum-processed reading), or "" without one."""
+    readings = payload.get("readings")
+    for r in readings if isinstance(readings, list) else []:
+        details = r.get("details") if isinstance(r, dict) else None
+        screening = details.get("screening") if isinstance(details, dict) else None
+        verdict = screening.get("verdict") if isinstance(screening, dict) else None
+        if isinstance(verdict, str):
+            return verdict
+    return ""
 
 
 def print_report(report: Report, title: str = "Verified records") -> None:
