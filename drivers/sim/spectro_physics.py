@@ -31,7 +31,7 @@ MAX_SCANS = 1000
 # The control port's kinds -> the model's kinds.
 KIND_ALIASES = {"natural": "natural_Ia", "type-iia": "natural_IIa", "natural_Ia": "natural_Ia",
                 "natural_IIa": "natural_IIa", "cvd": "cvd", "hpht": "hpht"}
-SATURATE_GAIN = 1000.0
+SATURATE_GAIN = 1.0e5  # room light on the probe: clips even at the shortest integration
 TEMPERATURE_C = 25.0
 
 
