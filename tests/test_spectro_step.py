@@ -160,3 +160,14 @@ def test_a_stone_gives_three_artifact_readings_and_a_verdict(rig):
     assert processed.note.startswith("screening REFER: ") and "SiV 736.8 nm present" in processed.note
     for r in (raw, dark, processed):
         assert step.artifacts.read(r.artifact)  # stored and matching its SHA-256
+
+
+def test_each_device_call_is_a_sign_of_life_and_a_frame_fits_the_budget(rig):
+    sim, step = rig
+    calibrate_rig(sim, step)
+    ticks = []
+    step.keepalive = lambda: ticks.append(1)
+    sim.set_stone("N1", "natural")
+    step.run(None)
+    assert len(ticks) >= 6  # settings, the tries, the stone frame, the dark frame
+    assert step.max_us * step.scans / 1e6 <= 40.0

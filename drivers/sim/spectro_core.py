@@ -34,7 +34,7 @@ HG_AR_NM = (404.656, 407.783, 435.833, 546.074, 576.960, 579.066, 696.543, 706.7
             727.294, 738.393, 750.387, 763.511, 772.376, 794.818, 800.616, 811.531, 826.452,
             842.465, 852.144, 866.794, 912.297, 922.450)
 # A few diamond photoluminescence centres (nm); the placeholder gives each stone
-# its own stable mix of them. The real physics model replaces all of this.
+# its own stable mix of them (the default source is the physics model instead).
 PL_LINES_NM = (415.2, 503.2, 575.0, 637.0, 736.6, 741.1, 882.9)
 STONE_KINDS = ("natural", "type-iia", "cvd", "hpht", "natural_Ia", "natural_IIa")
 

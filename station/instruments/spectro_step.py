@@ -1,8 +1,8 @@
 """The spectrometer step of the stone session, after the stable weight.
 
-On the instrument's worker thread: auto-integration, the averaged stone
-spectrum and its dark frame (station/spectra/acquire.py). Then, on the session
-thread: processing with the unit's stored calibration, the peak table,
+Auto-integration, the averaged stone spectrum and its dark frame
+(station/spectra/acquire.py), each device operation on the instrument's worker
+with its own timeout (a frame's exposure plus the wire). Then processing with the unit's stored calibration, the peak table,
 fingerprint and screening verdict (station/spectra/analyse.py), and the raw,
 dark and processed spectra stored as artifacts before the step returns.
 
@@ -24,6 +24,7 @@ that matches nothing measured elsewhere.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from station.instruments.devices import Instrument
 from station.instruments.reading import Reading, utc_now
 from station.records.artifacts import ArtifactStore
 from station.spectra import calstore
-from station.spectra.acquire import MAX_US, Acquisition, acquire
+from station.spectra.acquire import MAX_US, START_US, Acquisition, acquire
 from station.spectra.analyse import acquisition_artifacts, analyse
 from station.spectra.errors import SpectrumError
 from station.spectra.lines import raman_nm
@@ -44,29 +45,48 @@ MEDIA_TYPE = "application/cbor; format=station-spectrum/1"
 SUFFIX = ".spectrum.cbor"
 NOT_CALIBRATED = "spectrometer is not calibrated: run `station spectrometer calibrate`"
 _MAX_TRIES = 8
+# The longest one averaged frame may take (integration x scans), well inside the
+# station's 60 s liveness window: more scans shorten the longest integration.
+FRAME_BUDGET_S = 40.0
 
 
-class _Recording:
-    """The driver as acquire() sees it, keeping each frame's raw exchange."""
+class _Link:
+    """The driver as acquire() sees it: each operation a separate call on the
+    instrument's worker, bounded by its own timeout, and a sign of life to the
+    station before each (a whole auto-integration can outlast the watchdog's
+    liveness window; one frame cannot, see FRAME_BUDGET_S). Keeps each frame's
+    raw exchange."""
 
-    def __init__(self, driver) -> None:
-        self.driver, self.frames = driver, []
-        self.max_counts = driver.max_counts
+    def __init__(self, instrument: Instrument, keepalive: Callable[[], None]) -> None:
+        self.instrument, self.keepalive, self.frames = instrument, keepalive, []
+        self.driver = instrument.driver
+        self.max_counts = self.driver.max_counts
+        self._t_us, self._scans = START_US, 1
+
+    def _call(self, fn, timeout: float):
+        self.keepalive()
+        return self.instrument.call(fn, timeout)
 
     def set_integration_us(self, us: int) -> None:
-        self.driver.set_integration_us(us)
+        self._call(lambda: self.driver.set_integration_us(us), self._short())
+        self._t_us = us
 
     def set_scans(self, n: int) -> None:
-        self.driver.set_scans(n)
+        self._call(lambda: self.driver.set_scans(n), self._short())
+        self._scans = n
 
     def set_lamp(self, on: bool) -> None:
-        self.driver.set_lamp(on)
+        self._call(lambda: self.driver.set_lamp(on), self._short())
 
     def acquire(self) -> np.ndarray:
-        counts = self.driver.acquire()
+        exposure = self._t_us * self._scans / 1e6
+        counts = self._call(self.driver.acquire, exposure * 1.25 + self._short() + 5.0)
         frame = getattr(self.driver, "last_frame", None)
         self.frames.append(tuple(frame.raw) if frame is not None else ())
         return counts
+
+    def _short(self) -> float:
+        return self.instrument.cfg.reply_timeout_s * 3
 
 
 class SpectrometerStep:
@@ -75,14 +95,11 @@ class SpectrometerStep:
         self.name = instrument.name
         self.laser_nm = float(getattr(instrument.cfg, "laser_nm", 405.0))
         self.scans = int(getattr(instrument.cfg, "scans", 4))
+        self.max_us = int(min(MAX_US, FRAME_BUDGET_S * 1e6 / self.scans))
+        # The station sets this to its liveness tick (app/service.py): called before each device call.
+        self.keepalive: Callable[[], None] = lambda: None
         self._processor: tuple[str, Processor] | None = None
         self._lost = False  # the last stone's call failed: reconnect first
-
-    def acquisition_timeout_s(self) -> float:
-        """Auto-integration (single scans up to the longest integration) plus the
-        stone and dark frames, each ``scans`` long, plus the wire time per frame."""
-        per_frame = self.instrument.cfg.reply_timeout_s + 1.0
-        return (_MAX_TRIES * (MAX_US / 1e6 + per_frame) + 2 * (self.scans * MAX_US / 1e6 + per_frame)) * 1.25
 
     def run(self, mass: Reading) -> list[Reading]:
         inst = self.instrument
@@ -95,8 +112,8 @@ class SpectrometerStep:
                 raise MeasurementAborted(NOT_CALIBRATED, f"put the Hg-Ar and halogen lamps on the probe when the "
                                          f"command asks (calibration file: {calstore.path_for(self.state_dir, inst.identity.serial)})",
                                          device=self.name)
-            link = _Recording(inst.driver)
-            acq = inst.call(lambda: acquire(link, scans=self.scans, max_tries=_MAX_TRIES), self.acquisition_timeout_s())
+            link = _Link(inst, self.keepalive)
+            acq = acquire(link, scans=self.scans, max_us=self.max_us, max_tries=_MAX_TRIES)
         except DeviceError:
             self._lost = True
             raise
