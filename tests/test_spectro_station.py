@@ -157,3 +157,10 @@ def test_unplugged_spectrometer_aborts_the_stone_and_names_it(tmp_path, mosquitt
         assert st.wait() == 0, st.output
     finally:
         stop(scale, spectro)
+
+
+def test_calibrate_without_a_spectrometer_in_the_config_says_so(tmp_path, mosquitto):
+    cfg = write_config(tmp_path, "/dev/null", mosquitto.port)  # a scale only
+    out = station("spectrometer", "calibrate", "--config", str(cfg))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "the config has 0 spectrometers" in out.stderr and 'kind = "spectrometer"' in out.stderr
