@@ -302,12 +302,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
                    "fault garbage|partial | fault timeout S | unplug | replug | clear | status; Modbus: "
                    "fault crc|noreply|exception|loadcell; ambient: temp C | humidity RH | fault stale; "
-                   "spectrometer: stone ID KIND | lamp hgar|off | dark | light | saturate")
+                   "spectrometer: stone ID KIND | lamp hgar|halogen|off | dark | light | saturate")
     s.set_defaults(func=cmd_sim_control)
 
     from station.spectra import cli as spectra_cli  # registers `fingerprint` and `screen`; imports numpy lazily
 
     spectra_cli.add_commands(sub, common)
+    from station.spectra import calibrate_cli
+
+    calibrate_cli.add_commands(sub, common)
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
     s.add_argument("--stones", type=int, default=5, help="how many stones (default 5)")

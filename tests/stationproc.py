@@ -83,6 +83,7 @@ class SimProcess(Proc):
         self.wait_for(r"^\{", timeout=15)
         info = json.loads(next(line for line in self.lines if line.startswith("{")))
         self.port = info["port"]
+        self.control_address = info["control"]
         host, port = info["control"].rsplit(":", 1)
         self.control = SimControl(host, int(port))
 

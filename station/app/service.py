@@ -95,6 +95,9 @@ class Station:
         ambient = next((i for i in self.instruments.values() if isinstance(i, AmbientDevice)), None)
         self.artifacts = ArtifactStore(cfg.station.state_dir / ARTIFACTS_DIR)
         steps = build_steps(list(self.instruments.values()), self.artifacts)
+        for step in steps:
+            if hasattr(step, "keepalive"):  # a long step (a spectrum) keeps the session counted alive
+                step.keepalive = self._keepalive
         pan = self.outbox.get_meta(PAN_META)
         self._pan_saved = int(pan) if pan else None
         self.session = StoneSession(scale, cfg.cycle, steps=steps, ambient=ambient, emit=self.bus.publish,
@@ -177,6 +180,9 @@ class Station:
             _log.exception("measuring loop failed")
             self.crashed = exc
             self.stop_requested.set()
+
+    def _keepalive(self) -> None:
+        self._tick = time.monotonic()
 
     def _storage_ok(self) -> bool:
         now = time.monotonic()

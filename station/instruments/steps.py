@@ -19,3 +19,12 @@ STEP_BUILDERS: dict[str, Callable[[Instrument, ArtifactStore], Any]] = {}
 
 def build_steps(instruments: Sequence[Instrument], artifacts: ArtifactStore) -> list[Any]:
     return [STEP_BUILDERS[i.kind](i, artifacts) for i in instruments if i.kind in STEP_BUILDERS]
+
+
+def _spectrometer(instrument: Instrument, artifacts: ArtifactStore) -> Any:
+    from station.instruments.spectro_step import build  # numpy and the spectra chain only when configured
+
+    return build(instrument, artifacts)
+
+
+STEP_BUILDERS["spectrometer"] = _spectrometer

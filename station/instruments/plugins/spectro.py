@@ -6,10 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from station.instruments.plugins.base import DeviceConfig, PositiveInt, SerialFraming, serial_link
+from station.instruments.plugins.base import DeviceConfig, PositiveInt, SerialFraming, Strict, serial_link
 
 
-class SpectroSerialConfig(DeviceConfig, SerialFraming):
+class SpectroSettings(Strict):
+    """What the spectrometer step needs besides the link (station/instruments/spectro_step.py)."""
+
+    laser_nm: Annotated[float, Field(ge=300, le=800)] = 405.0  # the probe's excitation laser
+    scans: Annotated[int, Field(ge=1, le=100)] = 4  # averaged for the stone (and again for the dark frame)
+
+
+class SpectroSerialConfig(DeviceConfig, SerialFraming, SpectroSettings):
     kind: Literal["spectrometer"]
     driver: Literal["spectro-serial"]
     # A 2048-pixel block is 4113 bytes: 0.36 s at 115200, 2.1 s at 19200.
@@ -17,7 +24,7 @@ class SpectroSerialConfig(DeviceConfig, SerialFraming):
     ascii_transfer: bool = False  # spectra as text lines, for debugging with a terminal
 
 
-class SpectroModbusConfig(DeviceConfig):
+class SpectroModbusConfig(DeviceConfig, SpectroSettings):
     kind: Literal["spectrometer"]
     driver: Literal["spectro-modbus"]
     # tcp://host:port (Modbus TCP), socket://host:port (RTU frames over TCP),
