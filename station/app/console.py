@@ -13,6 +13,8 @@ from station.central.verify import Checked, Report
 # soft_wrap: a message is one line in a pipe or the journal, whatever the width.
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# A pipe has no width; rich would assume 80 columns and squeeze a table.
+_table_out = out if out.is_terminal else Console(highlight=False, width=160)
 
 _STYLE = {"ok": "bold green", "info": "", "warn": "yellow", "fault": "bold red", "mqtt": "cyan"}
 
@@ -22,6 +24,11 @@ def say(level: str, message: str) -> None:
     out.print(f"[dim]{stamp}[/] [{_STYLE.get(level, '')}]{_escape(message)}[/]" if _STYLE.get(level) else
               f"[dim]{stamp}[/] {_escape(message)}")
     sys.stdout.flush()
+
+
+def print_table(table) -> None:
+    """A rich table, full width even in a pipe or the journal."""
+    _table_out.print(table)
 
 
 def show_event(e) -> None:

@@ -199,7 +199,7 @@ def _summary(cfg_path: Path, export: Path, placed: list[str]) -> None:
     _check(subprocess.run(_station_cmd("records", "export", "--config", str(cfg_path), str(export)),
                           capture_output=True, text=True), "records export")
     table, _ = summarise(export, placed)
-    console._table_out.print(table)
+    console.print_table(table)
 
 
 def _check(proc: subprocess.CompletedProcess, what: str) -> None:

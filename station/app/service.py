@@ -94,10 +94,7 @@ class Station:
         assert isinstance(scale, ScaleDevice)
         ambient = next((i for i in self.instruments.values() if isinstance(i, AmbientDevice)), None)
         self.artifacts = ArtifactStore(cfg.station.state_dir / ARTIFACTS_DIR)
-        steps = build_steps(list(self.instruments.values()), self.artifacts)
-        for step in steps:
-            if hasattr(step, "keepalive"):  # a long step (a spectrum) keeps the session counted alive
-                step.keepalive = self._keepalive
+        steps = build_steps(list(self.instruments.values()), self.artifacts, self._keepalive)
         pan = self.outbox.get_meta(PAN_META)
         self._pan_saved = int(pan) if pan else None
         self.session = StoneSession(scale, cfg.cycle, steps=steps, ambient=ambient, emit=self.bus.publish,

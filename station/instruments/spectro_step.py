@@ -90,14 +90,16 @@ class _Link:
 
 
 class SpectrometerStep:
-    def __init__(self, instrument: Instrument, artifacts: ArtifactStore, state_dir: Path) -> None:
+    def __init__(self, instrument: Instrument, artifacts: ArtifactStore, state_dir: Path,
+                 keepalive: Callable[[], None] = lambda: None) -> None:
         self.instrument, self.artifacts, self.state_dir = instrument, artifacts, Path(state_dir)
         self.name = instrument.name
         self.laser_nm = float(getattr(instrument.cfg, "laser_nm", 405.0))
         self.scans = int(getattr(instrument.cfg, "scans", 4))
         self.max_us = int(min(MAX_US, FRAME_BUDGET_S * 1e6 / self.scans))
-        # The station sets this to its liveness tick (app/service.py): called before each device call.
-        self.keepalive: Callable[[], None] = lambda: None
+        # The station's liveness tick (app/service.py), called before each device call: a
+        # long auto-integration must not look like a hung session to the watchdog.
+        self.keepalive = keepalive
         self._processor: tuple[str, Processor] | None = None
         self._lost = False  # the last stone's call failed: reconnect first
 
@@ -167,6 +169,6 @@ def _raman_check(peaks, laser_nm: float) -> dict:
             "snr": None if p is None or not math.isfinite(p.snr) else round(p.snr, 2)}
 
 
-def build(instrument: Instrument, artifacts: ArtifactStore) -> SpectrometerStep:
+def build(instrument: Instrument, artifacts: ArtifactStore, keepalive: Callable[[], None]) -> SpectrometerStep:
     # the artifact store lives in <state_dir>/artifacts; the calibration sits beside it
-    return SpectrometerStep(instrument, artifacts, artifacts.directory.parent)
+    return SpectrometerStep(instrument, artifacts, artifacts.directory.parent, keepalive)
