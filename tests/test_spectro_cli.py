@@ -5,7 +5,7 @@ import json
 import pytest
 from stationproc import Proc, station, station_cmd
 
-from drivers.modbus_link_spectro_tmp import ModbusLink
+from drivers.modbus_link import ModbusLink
 from drivers.serial_link import SerialLink
 from drivers.spectro_modbus import ModbusSpectrometer
 from drivers.spectro_serial import SerialSpectrometer
