@@ -244,3 +244,76 @@ def test_mbpoll_reads_identity_coefficients_and_a_triggered_spectrum():
         first = _values(_mbpoll(port, "-t", "3", "-r", "100", "-c", "125"))
         assert int(first[100]) == seq == 1
         assert [int(first[101 + i]) for i in range(124)] == counts[:124].tolist()
+
+
+# -- the simulated wire's faults, RTU on a pty, a bus shared with a scale ----------
+
+
+@pytest.mark.parametrize("framing", ["tcp", "rtu"])
+def test_wire_faults_then_the_next_request_succeeds(framing):
+    with ModbusSpectrometerSimulator(framing=framing, speed=20) as sim:
+        spec = make_driver(sim)
+        spec.identify()
+        sim.inject("crc")
+        with pytest.raises(ProtocolError, match="unreadable Modbus reply") as e:
+            spec.status()
+        assert e.value.transcript[-1].startswith("< bad frame")
+        assert spec.status()[0] & m.ST_READY == 0  # nothing acquired yet; the link is fine
+        sim.inject("noreply")
+        with pytest.raises(ReplyTimeout, match="no reply from unit 1"):
+            spec.status()
+        sim.inject("exception")
+        with pytest.raises(DeviceRefused, match=r"exception 4 \(slave device failure\)"):
+            spec.status()
+        assert spec.acquire().shape == (2048,)
+        spec.close()
+
+
+def test_an_unknown_fault_is_refused():
+    sim = ModbusSpectrometerSimulator()
+    with pytest.raises(ValueError, match="crc, noreply, exception or timeout S"):
+        sim.inject("garbage")
+    with pytest.raises(ValueError, match="RTU framing only"):
+        ModbusSpectrometerSimulator(framing="tcp", link_path="/tmp/x")
+
+
+def test_rtu_on_a_pty_behind_a_by_id_link(tmp_path):
+    path = str(tmp_path / "usb-FTDI_USB_RS485-if00-port0")
+    with ModbusSpectrometerSimulator(framing="rtu", link_path=path, speed=20) as sim:
+        assert sim.port == path
+        spec = ModbusSpectrometer(ModbusLink(path, baudrate=115200, timeout=1.0), reply_timeout=1.0)
+        assert spec.identify().serial == SERIAL
+        spec.set_scans(2)
+        assert spec.acquire().shape == (2048,) and spec.last_frame.header.scans == 2
+        sim.unplug()
+        with pytest.raises(LinkError):
+            spec.recover()
+        sim.replug()
+        assert spec.recover().serial == SERIAL and sim.scans == 2
+        spec.close()
+
+
+def test_spectrometer_and_scale_share_one_rs485_bus(tmp_path):
+    from drivers.modbus_link import shared_link
+    from drivers.modbus_scale import ModbusScale
+    from drivers.sim.modbus_scale import ModbusScaleSimulator
+
+    front_end = ModbusSpectrometerSimulator(speed=20)  # its own wire stays unused
+    path = str(tmp_path / "usb-RS485")
+    with ModbusScaleSimulator(link_path=path, settle_s=0.05, seed=1,
+                              extra_units={2: front_end.bank()}) as bus:
+        link = shared_link(path, baudrate=115200, timeout=1.0)
+        scale = ModbusScale(link, bus.map, unit_id=1, stable_timeout=2, poll_s=0.02)
+        spec = ModbusSpectrometer(link, unit_id=2, reply_timeout=1.0)
+        scale.identify()
+        assert spec.identify().serial == SERIAL
+        bus.place(99_800)
+        assert scale.weigh_stable().value_ug == 99_800
+        assert spec.acquire().shape == (2048,)
+        assert any(line.startswith("> FC04 @2 ") for line in link.transcript())
+        spec.close()
+        assert link.is_open  # the scale still uses the bus
+        assert scale.weigh_now().value_ug == 99_800
+        scale.close()
+        assert not link.is_open
+    front_end.stop()

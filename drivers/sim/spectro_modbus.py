@@ -140,6 +140,11 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
         b[m.REG_SCANS], b[m.REG_LAMP], b[m.REG_COMMAND] = self.scans, int(self.lamp_on), 0
         b[m.REG_STATUS] = (b[m.REG_STATUS] & ~m.ST_LAMP) | (m.ST_LAMP if self.lamp_on else 0)
 
+    def bank(self) -> tuple[int, object]:
+        """(bank size, access hook), to put this front-end on another simulator's
+        bus: ``ModbusScaleSimulator(extra_units={2: spectro.bank()})``."""
+        return len(self._bank), self._access
+
     def _access(self, unit, fc, address, count, registers, written):
         """The wire's hook (server thread): serve reads from the bank, check writes."""
         with self._lock:
