@@ -48,11 +48,12 @@ def build_serial(name: str, cfg: SpectroSerialConfig):
 
 
 def build_modbus(name: str, cfg: SpectroModbusConfig):
-    from drivers.modbus_link_spectro_tmp import ModbusLink
+    from drivers.modbus_link import shared_link
     from drivers.spectro_modbus import ModbusSpectrometer
 
-    link = ModbusLink(cfg.port, device_id=cfg.device_id, timeout=cfg.reply_timeout_s, baudrate=cfg.baudrate,
-                      parity=cfg.parity, setting=f"devices.{name}.port in the config")
-    return ModbusSpectrometer(link, expected_serial=cfg.serial,
+    # Devices given the same port share one link: one RS-485 bus, one request at a time.
+    link = shared_link(cfg.port, timeout=cfg.reply_timeout_s, baudrate=cfg.baudrate, parity=cfg.parity,
+                       setting=f"devices.{name}.port in the config")
+    return ModbusSpectrometer(link, unit_id=cfg.device_id, expected_serial=cfg.serial,
                               serial_setting=f"devices.{name}.serial in the config",
                               reply_timeout=cfg.reply_timeout_s)
