@@ -30,7 +30,7 @@ class SpectroModbusConfig(DeviceConfig, SpectroSettings):
     # tcp://host:port (Modbus TCP), socket://host:port (RTU frames over TCP),
     # or a serial device such as /dev/serial/by-id/... (RTU on RS-485).
     port: Annotated[str, Field(min_length=1)]
-    device_id: Annotated[int, Field(ge=1, le=247)] = 1
+    unit_id: Annotated[int, Field(ge=1, le=247)] = 1
     baudrate: PositiveInt = 19200
     parity: Literal["N", "E", "O"] = "N"
 
@@ -54,6 +54,6 @@ def build_modbus(name: str, cfg: SpectroModbusConfig):
     # Devices given the same port share one link: one RS-485 bus, one request at a time.
     link = shared_link(cfg.port, timeout=cfg.reply_timeout_s, baudrate=cfg.baudrate, parity=cfg.parity,
                        setting=f"devices.{name}.port in the config")
-    return ModbusSpectrometer(link, unit_id=cfg.device_id, expected_serial=cfg.serial,
+    return ModbusSpectrometer(link, unit_id=cfg.unit_id, expected_serial=cfg.serial,
                               serial_setting=f"devices.{name}.serial in the config",
                               reply_timeout=cfg.reply_timeout_s)
