@@ -152,15 +152,16 @@ def cmd_demo(args) -> int:
 
 
 def _stone_count(text: str) -> int:
-    """--max-stones: a whole number of stones, 1 or more (0 or -1 would never stop
-    or stop at once, and a typo must not run an unattended station forever)."""
+    """--max-stones / demo --stones: a whole number of stones, 1 or more (0 or -1
+    would never stop or stop at once, and a typo must not run an unattended
+    station forever)."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number of stones, got {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(
-            f"must be 1 or more, got {n}; leave --max-stones out to run until stopped")
+            f"must be 1 or more, got {n}")
     return n
 
 
@@ -219,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sim_control)
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
-    s.add_argument("--stones", type=int, default=5, help="how many stones (default 5)")
+    s.add_argument("--stones", type=_stone_count, default=5, help="how many stones (default 5)")
     s.add_argument("--keep", metavar="DIR", help="keep the demo's config, keys and outbox in DIR")
     s.set_defaults(func=cmd_demo)
     return p

@@ -143,3 +143,12 @@ def test_max_stones_one_is_accepted(tmp_path, capsys):
     # Gets past argument parsing: the next complaint is the missing config file.
     assert main(["run", "--config", str(tmp_path / "missing.toml"), "--max-stones", "1"]) == 1
     assert "missing.toml" in capsys.readouterr().err
+
+
+def test_demo_stones_below_one_is_refused(capsys):
+    from station.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--stones", "0"])
+    assert exc.value.code == 2
+    assert "station demo: error: argument --stones: must be 1 or more, got 0" in capsys.readouterr().err
