@@ -34,7 +34,7 @@ class StationSection(_Strict):
     state_dir: Path
     key_file: Path
     sim_key_file: Path | None = None
-    min_free_mb: PositiveInt = 64
+    min_free_mb: PositiveInt = 64  # MiB (2**20 bytes): below this much free disk, no measuring
 
 
 class SessionSection(_Strict):

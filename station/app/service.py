@@ -22,7 +22,7 @@ from station import __version__
 from station.app.lock import StateDirLock
 from station.app.notify import Watchdog
 from station.config import Config
-from station.delivery.outbox import Outbox, check_free_space
+from station.delivery.outbox import MIB, Outbox, check_free_space
 from station.delivery.publisher import Publisher
 from station.delivery.tls import from_config as client_credentials
 from station.errors import DeviceError, OutboxError, StationError
@@ -61,7 +61,7 @@ class Station:
         self.recorded = 0
         self.max_stones: int | None = None
         self.crashed: BaseException | None = None
-        self._min_free = cfg.station.min_free_mb * 1024 * 1024
+        self._min_free = cfg.station.min_free_mb * MIB
         self._storage_problem: str | None = None
         self._storage_checked = 0.0
         self._tick = time.monotonic()
