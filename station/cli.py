@@ -204,6 +204,19 @@ def cmd_demo(args) -> int:
     return demo.run(stones=args.stones, keep=Path(args.keep) if args.keep else None)
 
 
+def _stone_count(text: str) -> int:
+    """--max-stones: a whole number of stones, 1 or more (0 or -1 would never stop
+    or stop at once, and a typo must not run an unattended station forever)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of stones, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 or more, got {n}; leave --max-stones out to run until stopped")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="station", description="Diamond scanner station controller.")
     p.add_argument("--version", action="version", version=f"station {__version__}")
@@ -238,7 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", parents=[common], help="run the station")
     s.add_argument("--operator", help="operator ID (else session.operator)")
     s.add_argument("--lot", help="lot/parcel ID (else session.lot)")
-    s.add_argument("--max-stones", type=int, metavar="N", help="stop after N recorded stones")
+    s.add_argument("--max-stones", type=_stone_count, metavar="N",
+                   help="stop after N recorded stones (N >= 1; default: run until stopped)")
     s.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="on exit, wait up to S seconds for the broker to take every record")
     s.set_defaults(func=cmd_run)

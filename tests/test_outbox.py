@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from station.errors import OutboxError
-from station.delivery.outbox import ZERO_HASH, Outbox, StoredRecord, check_free_space
+from station.delivery.outbox import MIB, ZERO_HASH, Outbox, StoredRecord, check_free_space, format_mib
 
 
 def recs(start: int, n: int, prefix: str = "r") -> list[StoredRecord]:
@@ -162,6 +165,47 @@ def test_check_free_space(tmp_path: Path) -> None:
     with pytest.raises(OutboxError) as err:
         check_free_space(tmp_path, 1 << 62)
     assert "free disk space" in err.value.fix
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs: nothing else writes to it, so its free space holds still."""
+    mnt = tmp_path / "tiny-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_free_space_boundary_is_exact(tiny_disk: Path) -> None:
+    (tiny_disk / "some-data").write_bytes(b"x" * 10_000)
+    free = _free(tiny_disk)
+    assert check_free_space(tiny_disk / "state" / "outbox.db", free) == free  # exactly the limit: measure
+    with pytest.raises(OutboxError):
+        check_free_space(tiny_disk / "state" / "outbox.db", free + 1)  # one byte short: refuse
+
+
+def test_min_free_is_mib_in_the_check_and_in_the_message(tiny_disk: Path) -> None:
+    assert _free(tiny_disk) == 4 * MIB
+    assert check_free_space(tiny_disk, 4 * MIB) == 4 * MIB
+    (tiny_disk / "one-page").write_bytes(b"x")  # tmpfs takes a whole page for it
+    free = _free(tiny_disk)
+    assert 4_000_000 < free < 4 * MIB  # enough for 4 MB, not for 4 MiB
+    with pytest.raises(OutboxError) as err:
+        check_free_space(tiny_disk, 4 * MIB)
+    assert f"only 3.9 MiB free on the disk holding {tiny_disk}" in err.value.what
+    assert "(station.min_free_mb asks for 4 MiB)" in err.value.what
+    assert "MB " not in err.value.what
+
+
+def test_format_mib_rounds_down() -> None:
+    assert [format_mib(n) for n in (0, MIB, 64 * MIB, 64 * MIB - 1, 3 * MIB // 2, 3 * MIB // 2 - 1)] == [
+        "0", "1", "64", "63.9", "1.5", "1.4"]
 
 
 def test_writer_and_reader_threads_share_the_file(tmp_path: Path) -> None:

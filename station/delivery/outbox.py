@@ -21,7 +21,8 @@ from typing import Self
 from station.errors import OutboxError
 
 ZERO_HASH = bytes(32)
-DEFAULT_MIN_FREE = 64 * 1024 * 1024
+MIB = 1024 * 1024  # station.min_free_mb counts MiB (2**20 bytes), in the check and in every message
+DEFAULT_MIN_FREE = 64 * MIB
 _BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
@@ -60,10 +61,20 @@ def check_free_space(path: Path, min_free_bytes: int = DEFAULT_MIN_FREE) -> int:
     free = st.f_bavail * st.f_frsize
     if free < min_free_bytes:
         raise OutboxError(
-            f"only {free / 1e6:.1f} MB free on the disk holding {path} (need {min_free_bytes / 1e6:.0f} MB)",
+            f"only {format_mib(free)} MiB free on the disk holding {path} "
+            f"(station.min_free_mb asks for {format_mib(min_free_bytes)} MiB)",
             "free disk space (old logs, exported records) before measuring again",
         )
     return free
+
+
+def format_mib(n_bytes: int) -> str:
+    """MiB with one decimal, rounded DOWN: one byte short of 64 MiB reads 63.9, never
+    "64.0 MiB free (need 64 MiB)". Whole MiB print without decimals."""
+    if n_bytes % MIB == 0:
+        return str(n_bytes // MIB)
+    tenths = n_bytes * 10 // MIB
+    return f"{tenths // 10}.{tenths % 10}"
 
 
 def _sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> OutboxError:

@@ -83,7 +83,7 @@ class Publisher:
         self._acked: list[int] = []
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
-        self._error: str | None = None
+        self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
         self._status: dict = {}  # the station's own state (devices, measuring/refusing), merged into the status
         self._status_dirty = False
         # Pump-thread only:
@@ -117,7 +117,9 @@ class Publisher:
 
     @property
     def last_error(self) -> str | None:
-        return self._error or self._link.last_error
+        with self._lock:
+            error = self._error
+        return error or self._link.last_error
 
     def start(self) -> None:
         """Returns once the outbox is open; a broker that is down is retried in the
@@ -238,10 +240,17 @@ class Publisher:
                 stopping = self._stopping.is_set()
                 try:
                     self._step(ob)
+                except StationError as exc:
+                    # A sick disk or a refusing broker: expected, told in one line; the
+                    # records stay in the outbox and the next step retries.
+                    self._set_error(str(exc))
+                    self._stopping.wait(1.0)
                 except Exception as exc:  # noqa: BLE001
-                    # A sick disk or a paho surprise must not kill the publisher:
-                    # the records stay in the outbox and the next step retries.
-                    self._set_error(str(exc) if isinstance(exc, StationError) else f"publisher error: {exc!r}")
+                    # A bug or a library surprise must not kill the publisher either,
+                    # but whoever fixes it needs the traceback, once per distinct error
+                    # (the step is retried every second).
+                    if self._set_error(f"publisher error: {exc!r}"):
+                        _log.exception("unexpected error in the publisher; retrying in 1 s")
                     self._stopping.wait(1.0)
                 if stopping:
                     return
@@ -335,9 +344,11 @@ class Publisher:
                 self._acked[:0] = acked
             raise
         self._backoff = _BACKOFF_MIN
-        if self._error is not None and self._rewind_at is None:
-            self._error = None
-            self._emit("records are being delivered again")
+        if self._rewind_at is None:
+            with self._lock:
+                recovered, self._error = self._error is not None, None
+            if recovered:
+                self._emit("records are being delivered again")
         if self._on_delivered is not None:
             try:
                 self._on_delivered(acked)
@@ -392,11 +403,16 @@ class Publisher:
                 "fix: grant write on it to this station"
             )
 
-    def _set_error(self, msg: str) -> None:
-        changed = msg != self._error
-        self._error = msg
-        if changed:
+    def _set_error(self, msg: str) -> bool:
+        """Record the current problem; tell it only when it changed. Returns whether it did.
+
+        Called from the pump thread and from paho's network thread (a refused birth)."""
+        with self._lock:
+            changed = msg != self._error
+            self._error = msg
+        if changed:  # outside the lock: an observer may call back into the publisher
             self._emit(msg)
+        return changed
 
     def _emit(self, msg: str) -> None:
         if self._on_event is not None:
