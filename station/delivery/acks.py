@@ -1,0 +1,122 @@
+"""What the central system sends a station, and how the station reads it.
+
+Wire protocol (docs/MQTT.md):
+- ``stations/<id>/acks`` (QoS 1, not retained), JSON
+  ``{"acks": [{"seq": 12, "record_id": "...", "verdict": "accepted"},
+              {"seq": 13, "record_id": "...", "verdict": "rejected", "reason": "..."}]}``
+- ``stations/<id>/cmd/replay`` (QoS 1), JSON ``{"from_seq": a, "to_seq": b}``
+
+Both arrive on paho's network thread; they are parsed here (a bad message is
+reported, never raised into paho) and handed to the publisher's pump thread,
+which stores them in batches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from station.delivery.mqtt import MqttLink
+from station.delivery.outbox_states import ACCEPTED, REJECTED, AppAck
+
+MAX_SEQ = (1 << 63) - 1  # SQLite INTEGER
+
+
+def acks_topic(station_id: str) -> str:
+    return f"stations/{station_id}/acks"
+
+
+def cmd_topic(station_id: str) -> str:
+    return f"stations/{station_id}/cmd"
+
+
+class BadMessage(ValueError):
+    """A message from the central side that does not follow the protocol."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    from_seq: int
+    to_seq: int
+
+
+def _seq(value: Any, name: str) -> int:
+    # bool is an int in Python; a JSON true is not a seq.
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SEQ:
+        raise BadMessage(f"{name} must be an integer from 1, not {value!r}")
+    return value
+
+
+def _json_object(payload: bytes) -> dict:
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadMessage("not a JSON object")
+    return doc
+
+
+def parse_acks(payload: bytes) -> list[AppAck]:
+    """Every entry, or BadMessage for the whole message (nothing half-applied)."""
+    doc = _json_object(payload)
+    entries = doc.get("acks")
+    if not isinstance(entries, list) or not entries:
+        raise BadMessage('"acks" must be a non-empty list')
+    out = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise BadMessage(f"acks[{i}] is not an object")
+        seq = _seq(e.get("seq"), f"acks[{i}].seq")
+        record_id, verdict, reason = e.get("record_id"), e.get("verdict"), e.get("reason", "")
+        if not isinstance(record_id, str) or not record_id:
+            raise BadMessage(f"acks[{i}].record_id must be a non-empty string")
+        if verdict not in (ACCEPTED, REJECTED):
+            raise BadMessage(f"acks[{i}].verdict must be {ACCEPTED!r} or {REJECTED!r}, not {verdict!r}")
+        if not isinstance(reason, str):
+            raise BadMessage(f"acks[{i}].reason must be a string")
+        if verdict == REJECTED and not reason:
+            reason = "(no reason given)"
+        out.append(AppAck(seq, record_id, verdict, reason))
+    return out
+
+
+def parse_replay(payload: bytes) -> Replay:
+    doc = _json_object(payload)
+    lo, hi = _seq(doc.get("from_seq"), "from_seq"), _seq(doc.get("to_seq"), "to_seq")
+    if lo > hi:
+        raise BadMessage(f"from_seq {lo} is after to_seq {hi}")
+    return Replay(lo, hi)
+
+
+class Inbox:
+    """Subscribes the publisher's own link to its acks and commands (on every
+    connect: a broker without persistence forgets subscriptions) and dispatches."""
+
+    def __init__(self, link: MqttLink, station_id: str, *, on_acks: Callable[[list[AppAck]], None],
+                 on_replay: Callable[[Replay], None], on_bad: Callable[[str, str], None]) -> None:
+        self._link = link
+        self.acks_topic = acks_topic(station_id)
+        self.cmd_topic = cmd_topic(station_id)
+        self._on_acks, self._on_replay, self._on_bad = on_acks, on_replay, on_bad
+        # The one place the station reads from the broker; paho's message callback
+        # is set through the link's escape hatch, as delivery/subscriber.py does.
+        link.client.on_message = self._handle
+
+    def subscribe(self) -> None:
+        self._link.subscribe(self.acks_topic, qos=1)
+        self._link.subscribe(self.cmd_topic + "/#", qos=1)
+
+    def _handle(self, client: Any, userdata: Any, msg: Any) -> None:
+        topic, payload = str(msg.topic), bytes(msg.payload)
+        try:
+            if topic == self.acks_topic:
+                self._on_acks(parse_acks(payload))
+            elif topic == self.cmd_topic + "/replay":
+                self._on_replay(parse_replay(payload))
+            else:
+                raise BadMessage("unknown command")
+        except BadMessage as exc:
+            self._on_bad(topic, str(exc))
