@@ -14,12 +14,18 @@ which stores them in batches.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from station.delivery.mqtt import MqttLink
-from station.delivery.outbox_states import ACCEPTED, REJECTED, AppAck
+from station.delivery.outbox import Outbox
+from station.delivery.outbox_states import ACCEPTED, REJECTED, AckResult, AppAck
+from station.records.head import write_central_ack
+
+_log = logging.getLogger(__name__)
 
 MAX_SEQ = (1 << 63) - 1  # SQLite INTEGER
 
@@ -120,3 +126,70 @@ class Inbox:
                 raise BadMessage("unknown command")
         except BadMessage as exc:
             self._on_bad(topic, str(exc))
+
+
+class AckKeeper:
+    """The pump thread's side of the central system's messages: reports what a
+    batch of verdicts changed, keeps central-ack.json, and serves replays."""
+
+    def __init__(self, state_dir: Path | None, *, on_rejected: Callable[[AppAck], None] | None,
+                 emit: Callable[[str], None], set_error: Callable[[str], object]) -> None:
+        self.state_dir = state_dir
+        self._on_rejected, self._emit, self._set_error = on_rejected, emit, set_error
+        self._acked_head = 0  # highest seq written to central-ack.json
+        self._replay: list[tuple[int, int]] = []  # ranges still to re-publish, in order
+        self.last_replay: dict | None = None
+
+    def report(self, ob: Outbox, res: AckResult) -> None:
+        for ack in res.rejected:
+            # Never silent: the log, the operator's console (on_rejected puts a typed
+            # event on the station's bus) and the status, which lists rejections.
+            _log.error("the central system REJECTED record seq %d (%s): %s; it stays in the outbox",
+                       ack.seq, ack.record_id, ack.reason)
+            if self._on_rejected is not None:
+                self._on_rejected(ack)
+            else:
+                self._emit(f"record seq {ack.seq} rejected by the central system: {ack.reason}")
+        for ack, ours in res.mismatched:
+            _log.warning("ignored an ack for seq %d: it names record %s, this station stored %s there",
+                         ack.seq, ack.record_id, ours)
+        last = ob.next_seq - 1
+        beyond = [a.seq for a in res.unknown if a.seq > last]
+        if beyond:
+            self._set_error(f"the central system acknowledged seq {max(beyond)}, but this outbox ends at seq "
+                            f"{last}: records were lost or the outbox was restored from an old backup; fix: stop "
+                            "the station; at its next start it refuses to measure and says how to recover")
+            if self.state_dir is not None:
+                # Remembered beside the outbox: the next start sees the outbox is behind.
+                top = max((a for a in res.unknown if a.seq > last), key=lambda a: a.seq)
+                self._write_ack(top.seq, top.record_id, bytes(32))
+        if res.highest is not None and res.highest[0] > self._acked_head and self.state_dir is not None:
+            self._write_ack(*res.highest)
+
+    def _write_ack(self, seq: int, record_id: str, sha256: bytes) -> None:
+        assert self.state_dir is not None
+        try:
+            write_central_ack(self.state_dir, seq, record_id, sha256)
+            self._acked_head = max(self._acked_head, seq)
+        except OSError as exc:
+            _log.warning("could not write the central system's last ack beside the outbox: %s", exc)
+
+    def request_replay(self, ob: Outbox, replay: Replay) -> None:
+        missing = ob.missing_ranges(replay.from_seq, replay.to_seq)
+        self._replay.append((replay.from_seq, replay.to_seq))
+        self.last_replay = {"from_seq": replay.from_seq, "to_seq": replay.to_seq,
+                            "not_held": [[a, b] for a, b in missing]}
+        gone = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in missing)
+        msg = f"replay of seq {replay.from_seq}..{replay.to_seq} requested by the central system"
+        _log.info("%s; not held: %s", msg, gone or "none")
+        self._emit(msg + (f"; no longer held here: {gone}" if missing else ""))
+
+    def replay_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
+        while self._replay:
+            lo, hi = self._replay[0]
+            rows = ob.held(lo, hi, room)
+            if rows:
+                self._replay[0] = (rows[-1][0] + 1, hi)
+                return rows
+            self._replay.pop(0)
+        return []

@@ -1,13 +1,21 @@
-"""Outbox -> broker. The outbox is the only source of truth: paho's RAM queue
-is lost with the process, so anything not acknowledged is re-read from disk.
+"""Outbox -> broker -> central system. The outbox is the only source of truth:
+paho's RAM queue is lost with the process, so anything not acknowledged is
+re-read from disk.
 
-Threads: paho's network thread only records acks and connection changes under
-a lock; the pump thread owns the Outbox connection (sqlite connections must
-not cross threads), publishes, and turns acks into batched delivered-marks.
+Two acknowledgements per record: the broker's PUBACK makes it *published*; the
+central system's application ack (stations/<id>/acks) makes it *acked* or
+*rejected*. Published records not acked within ``ack_timeout_s`` are sent again,
+in seq order. ``stations/<id>/cmd/replay`` re-publishes a range still held.
+
+Threads: paho's network thread only records PUBACKs, acks, replay requests and
+connection changes under a lock; the pump thread owns the Outbox connection
+(sqlite connections must not cross threads), publishes, and stores PUBACKs and
+acks in batched commits.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -16,10 +24,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from station.errors import OutboxError, PublishError, StationError
+from station.delivery import status as status_msg
+from station.delivery.acks import AckKeeper, Inbox, Replay
 from station.delivery.mqtt import Ack, MqttLink, Will
 from station.delivery.outbox import Outbox
+from station.delivery.outbox_states import AppAck
 from station.delivery.tls import ClientTls, Credentials
+from station.errors import OutboxError, PublishError, StationError
 
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
@@ -29,6 +40,10 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # (or a full window) so that one commit covers many records; a lost mark only
 # means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
+# Outbox counts for the status are read at most this often (a few COUNTs each).
+_STATUS_EVERY = 0.2
+_DUE_CHECK_EVERY = 1.0  # how often to look for published records whose ack is overdue
+_PRUNE_EVERY = 3600.0
 
 
 def records_topic(station_id: str) -> str:
@@ -55,7 +70,15 @@ class Publisher:
         credentials: Credentials | None = None,
         on_event: Callable[[str], None] | None = None,
         on_delivered: Callable[[Sequence[int]], None] | None = None,
+        ack_timeout_s: float = 30.0,
+        heartbeat_s: float = 30.0,
+        retention_s: float | None = None,
+        state_dir: Path | None = None,
+        on_rejected: Callable[[AppAck], None] | None = None,
     ) -> None:
+        """``retention_s``: acked records older than this are pruned (None keeps
+        them); ``state_dir``: where central-ack.json is kept (records/head.py);
+        ``on_rejected``: told once per record the central system rejects."""
         if not station_id or any(c in station_id for c in "+#/"):
             raise PublishError(f"station id {station_id!r} cannot be used in a topic", "use letters, digits, - and _")
         self.outbox_path = Path(outbox_path)
@@ -70,6 +93,11 @@ class Publisher:
         self.status_topic = status_topic(station_id)
         self._on_event = on_event
         self._on_delivered = on_delivered
+        self.ack_timeout = ack_timeout_s
+        self.heartbeat = heartbeat_s
+        self.retention = retention_s
+        self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), on_rejected=on_rejected,
+                                 emit=self._emit, set_error=self._set_error)
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -78,7 +106,8 @@ class Publisher:
         # State shared with the network thread (guarded by _lock):
         self._epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
-        self._inflight: set[int] = set()
+        self._inflight: set[int] = set()  # tokens, not seqs: a replay may repeat a seq in flight
+        self._tokens = itertools.count()
         self._birth_pending = False  # the birth takes one of the broker's Receive Maximum slots
         self._acked: list[int] = []
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
@@ -86,11 +115,19 @@ class Publisher:
         self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
         self._status: dict = {}  # the station's own state (devices, measuring/refusing), merged into the status
         self._status_dirty = False
+        self._counts_dirty = True  # the outbox may have changed: re-read its counts for the status
+        self._acks_in: list[AppAck] = []
+        self._replays_in: list[Replay] = []
         # Pump-thread only:
         self._cursor = 0  # highest seq published on this connection
         self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
         self._backoff = _BACKOFF_MIN
         self._retry_delay = _BACKOFF_MIN
+        self._last_status: dict | None = None
+        self._status_at = 0.0  # monotonic: last status publish
+        self._counted_at = -_STATUS_EVERY
+        self._due_checked = 0.0
+        self._pruned_at = -_PRUNE_EVERY
 
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -108,6 +145,8 @@ class Publisher:
             on_disconnect=self._handle_disconnect,
             on_problem=self._handle_link_problem,
         )
+        self._inbox = Inbox(self._link, station_id, on_acks=self._handle_app_acks, on_replay=self._handle_replay,
+                            on_bad=self._handle_bad_message)
 
     # -- public --------------------------------------------------------------------
 
@@ -136,6 +175,9 @@ class Publisher:
         self._link.start()
 
     def notify(self) -> None:
+        """New records were appended (the status's counts change too)."""
+        with self._lock:
+            self._counts_dirty = True
         self._wake.set()
 
     def set_status(self, **fields: object) -> None:
@@ -148,11 +190,13 @@ class Publisher:
             self._status_dirty = True
         self._wake.set()
 
-    def wait_drained(self, timeout: float) -> bool:
+    def wait_drained(self, timeout: float, acked: bool = False) -> bool:
+        """Wait until every record is published (``acked``: accepted or rejected
+        by the central system)."""
         deadline = time.monotonic() + timeout
         with Outbox(self.outbox_path) as ob:  # our own connection: we are on the caller's thread
             while True:
-                if ob.depth() == 0:
+                if (ob.counts().published + ob.depth() if acked else ob.depth()) == 0:
                     return True
                 if time.monotonic() >= deadline:
                     return False
@@ -187,6 +231,7 @@ class Publisher:
             self._fresh = True
             self.window = window
             self._refill_at = max(1, window // 4)
+        self._inbox.subscribe()  # every connect: a broker without persistence forgets them
         self._emit(f"connected to {self._link.host}:{self._link.port}")
         if window < self.configured_window and not self._window_told:
             self._window_told = True
@@ -205,10 +250,24 @@ class Publisher:
     def _handle_link_problem(self, what: str, fix: str) -> None:
         self._emit(f"{what}; records are kept in the outbox and sent when the link is back. Fix: {fix}")
 
-    def _handle_ack(self, seq: int, epoch: int, ack: Ack) -> None:
+    def _handle_app_acks(self, acks: list[AppAck]) -> None:
+        with self._lock:
+            self._acks_in.extend(acks)
+        self._wake.set()
+
+    def _handle_replay(self, replay: Replay) -> None:
+        with self._lock:
+            self._replays_in.append(replay)
+        self._wake.set()
+
+    def _handle_bad_message(self, topic: str, why: str) -> None:
+        _log.warning("ignored a message on %s: %s", topic, why)
+        self._emit(f"ignored a message on {topic}: {why}")
+
+    def _handle_ack(self, seq: int, token: int, epoch: int, ack: Ack) -> None:
         with self._lock:
             if epoch == self._epoch:
-                self._inflight.discard(seq)
+                self._inflight.discard(token)
             if ack.ok:
                 # Wake the pump only when it has something worth doing: start the
                 # mark timer, refill a chunk of the window, or store a full batch.
@@ -264,33 +323,84 @@ class Publisher:
         with self._lock:
             if self._acked:
                 t = min(t, self._acked_since + _MARK_DELAY - now)
+            if self._counts_dirty or self._status_dirty:
+                t = min(t, self._counted_at + _STATUS_EVERY - now)
         return max(0.0, t)
 
     def _step(self, ob: Outbox) -> None:
         with self._lock:
             fresh, self._fresh = self._fresh, False
             refused, self._refused = self._refused, []
-            status_due = self._status_dirty and self._link.connected
-            if status_due or fresh:
-                self._status_dirty = False
+            acks_in, self._acks_in = self._acks_in, []
+            replays, self._replays_in = self._replays_in, []
         if refused:
             self._note_refusals(refused)
+        if acks_in:
+            self._store_app_acks(ob, acks_in)
+        for replay in replays:
+            self._keeper.request_replay(ob, replay)
+            with self._lock:
+                self._counts_dirty = True
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
             self._cursor = 0
-        if fresh or status_due:
-            self._publish_birth(ob)
-        if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
+            self._maybe_status(ob, force=True)  # the birth: before the backlog takes the window
+        now = time.monotonic()
+        if self._rewind_at is not None and now >= self._rewind_at:
             with self._lock:
                 idle = not self._inflight
             if idle:  # wait for the window to empty, so the re-send keeps seq order
                 self._flush_acks(ob)
                 self._rewind_at = None
                 self._cursor = 0
+        elif self._rewind_at is None and now - self._due_checked >= _DUE_CHECK_EVERY:
+            self._due_checked = now
+            self._resend_overdue(ob)
         if not self._draining.is_set():
             self._fill(ob)
         self._flush_acks(ob, eager=False)
+        self._maybe_status(ob, force=False)
+        if self.retention is not None and now - self._pruned_at >= _PRUNE_EVERY:
+            self._pruned_at = now
+            pruned = ob.prune(time.time() - self.retention)
+            if pruned:
+                _log.info("pruned %d acknowledged record(s) past the retention window", pruned)
+
+    def _resend_overdue(self, ob: Outbox) -> None:
+        """Published but not acked in time: go back to the start, once the window
+        is empty, so the overdue records go out again in seq order."""
+        oldest = ob.oldest_unacked_publish()
+        if oldest is None or oldest >= time.time() - self.ack_timeout:
+            return
+        with self._lock:
+            idle = not self._inflight and not self._acked
+        if idle and self._cursor > 0:
+            _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
+                      self.ack_timeout)
+            self._cursor = 0
+
+    def _store_app_acks(self, ob: Outbox, acks: list[AppAck]) -> None:
+        try:
+            res = ob.apply_acks(acks)
+        except OutboxError:
+            with self._lock:  # keep them; the next step retries
+                self._acks_in[:0] = acks
+            raise
+        with self._lock:
+            self._counts_dirty = True
+        self._keeper.report(ob, res)
+
+    def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
+        """A replay first (the central side is waiting for it), then records not yet
+        published or overdue for an ack, in seq order."""
+        rows = self._keeper.replay_batch(ob, room)
+        if rows:
+            return rows
+        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=time.time() - self.ack_timeout)
+        if recs:
+            self._cursor = recs[-1].seq
+        return [(r.seq, r.record_id, r.data) for r in recs]
 
     def _fill(self, ob: Outbox) -> None:
         while self._rewind_at is None and self._link.connected:
@@ -302,28 +412,28 @@ class Publisher:
             # Refill in chunks, not one slot per ack: each refill costs a query.
             if room < self._refill_at and room < self.window:
                 return
-            recs = ob.pending(after_seq=self._cursor, limit=room)
-            if not recs:
+            batch = self._next_batch(ob, room)
+            if not batch:
                 return
-            for rec in recs:
+            for seq, _, data in batch:
+                token = next(self._tokens)
                 with self._lock:
                     if self._epoch != epoch:
                         return
-                    self._inflight.add(rec.seq)
+                    self._inflight.add(token)
                 try:
                     self._link.publish(
                         self.records_topic,
-                        rec.data,
+                        data,
                         qos=1,
                         content_type=CONTENT_TYPE,
-                        user_properties=[("seq", str(rec.seq))],
-                        on_ack=partial(self._handle_ack, rec.seq, epoch),
+                        user_properties=[("seq", str(seq))],
+                        on_ack=partial(self._handle_ack, seq, token, epoch),
                     )
                 except PublishError:
                     with self._lock:
-                        self._inflight.discard(rec.seq)
+                        self._inflight.discard(token)
                     raise
-                self._cursor = rec.seq
 
     def _flush_acks(self, ob: Outbox, eager: bool = True) -> None:
         with self._lock:
@@ -344,6 +454,8 @@ class Publisher:
                 self._acked[:0] = acked
             raise
         self._backoff = _BACKOFF_MIN
+        with self._lock:
+            self._counts_dirty = True
         if self._rewind_at is None:
             with self._lock:
                 recovered, self._error = self._error is not None, None
@@ -374,11 +486,33 @@ class Publisher:
             self._rewind_at = time.monotonic() + self._retry_delay
         self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
 
-    def _publish_birth(self, ob: Outbox) -> None:
+    def _maybe_status(self, ob: Outbox, force: bool) -> None:
+        """Publish the retained status when anything in it changed (counts are
+        re-read at most every _STATUS_EVERY), on every connect, and as a heartbeat."""
+        now = time.monotonic()
         with self._lock:
-            extra = dict(self._status)
+            if not self._link.connected or self._birth_pending:
+                return  # the pending one's ack wakes us again
+            heartbeat = now - self._status_at >= self.heartbeat
+            recount = force or heartbeat or (
+                (self._counts_dirty or self._status_dirty) and now - self._counted_at >= _STATUS_EVERY)
+            if not recount:
+                return
+            self._counts_dirty = self._status_dirty = False
+            station = dict(self._status)
+        self._counted_at = now
+        extra = {"last_replay": self._keeper.last_replay} if self._keeper.last_replay else {}
+        status = status_msg.build(version=self.version, station=station, counts=ob.counts(),
+                                  rejections=ob.rejections(), extra=extra, now=time.time())
+        if force or heartbeat or self._last_status is None or \
+                status_msg.content(status) != status_msg.content(self._last_status):
+            self._publish_birth(status)
+
+    def _publish_birth(self, birth: dict) -> None:
+        with self._lock:
             self._birth_pending = True
-        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth(), **extra}
+        self._last_status = birth
+        self._status_at = time.monotonic()
         try:
             self._link.publish(
                 self.status_topic,
@@ -389,6 +523,7 @@ class Publisher:
                 on_ack=self._birth_ack,
             )
         except PublishError as exc:
+            self._last_status = None
             with self._lock:
                 self._birth_pending = False
             self._set_error(str(exc))
