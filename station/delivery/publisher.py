@@ -325,6 +325,8 @@ class Publisher:
                 t = min(t, self._acked_since + _MARK_DELAY - now)
             if self._counts_dirty or self._status_dirty:
                 t = min(t, self._counted_at + _STATUS_EVERY - now)
+            if self._status_at and not self._birth_pending:
+                t = min(t, self._status_at + self.heartbeat - now)
         return max(0.0, t)
 
     def _step(self, ob: Outbox) -> None:
