@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,13 @@ from typing import Any
 from station.delivery.mqtt import MqttLink
 from station.delivery.outbox import Outbox
 from station.delivery.outbox_states import ACCEPTED, REJECTED, AckResult, AppAck
+from station.errors import OutboxError
 from station.records.head import write_central_ack
 
 _log = logging.getLogger(__name__)
 
 MAX_SEQ = (1 << 63) - 1  # SQLite INTEGER
+PRUNE_EVERY = 3600.0  # s; pruning runs on the publisher's thread, also once right after start
 
 
 def acks_topic(station_id: str) -> str:
@@ -99,14 +103,18 @@ def parse_replay(payload: bytes) -> Replay:
 
 class Inbox:
     """Subscribes the publisher's own link to its acks and commands (on every
-    connect: a broker without persistence forgets subscriptions) and dispatches."""
+    connect: a broker without persistence forgets subscriptions) and queues what
+    arrives (on paho's thread) for the pump thread to ``take``."""
 
-    def __init__(self, link: MqttLink, station_id: str, *, on_acks: Callable[[list[AppAck]], None],
-                 on_replay: Callable[[Replay], None], on_bad: Callable[[str, str], None]) -> None:
+    def __init__(self, link: MqttLink, station_id: str, *, wake: Callable[[], None],
+                 emit: Callable[[str], None]) -> None:
         self._link = link
         self.acks_topic = acks_topic(station_id)
         self.cmd_topic = cmd_topic(station_id)
-        self._on_acks, self._on_replay, self._on_bad = on_acks, on_replay, on_bad
+        self._wake, self._emit = wake, emit
+        self._lock = threading.Lock()
+        self._acks: list[AppAck] = []
+        self._replays: list[Replay] = []
         # The one place the station reads from the broker; paho's message callback
         # is set through the link's escape hatch, as delivery/subscriber.py does.
         link.client.on_message = self._handle
@@ -115,30 +123,74 @@ class Inbox:
         self._link.subscribe(self.acks_topic, qos=1)
         self._link.subscribe(self.cmd_topic + "/#", qos=1)
 
+    def take(self) -> tuple[list[AppAck], list[Replay]]:
+        with self._lock:
+            acks, self._acks = self._acks, []
+            replays, self._replays = self._replays, []
+        return acks, replays
+
+    def requeue(self, acks: list[AppAck]) -> None:
+        """Acks whose commit failed: kept for the next try."""
+        with self._lock:
+            self._acks[:0] = acks
+
     def _handle(self, client: Any, userdata: Any, msg: Any) -> None:
         topic, payload = str(msg.topic), bytes(msg.payload)
         try:
             if topic == self.acks_topic:
-                self._on_acks(parse_acks(payload))
+                acks = parse_acks(payload)
+                with self._lock:
+                    self._acks.extend(acks)
             elif topic == self.cmd_topic + "/replay":
-                self._on_replay(parse_replay(payload))
+                replay = parse_replay(payload)
+                with self._lock:
+                    self._replays.append(replay)
             else:
                 raise BadMessage("unknown command")
         except BadMessage as exc:
-            self._on_bad(topic, str(exc))
+            _log.warning("ignored a message on %s: %s", topic, exc)
+            self._emit(f"ignored a message on {topic}: {exc}")
+            return
+        self._wake()
 
 
 class AckKeeper:
     """The pump thread's side of the central system's messages: reports what a
     batch of verdicts changed, keeps central-ack.json, and serves replays."""
 
-    def __init__(self, state_dir: Path | None, *, on_rejected: Callable[[AppAck], None] | None,
+    def __init__(self, state_dir: Path | None, *, retention_s: float | None,
+                 on_rejected: Callable[[AppAck], None] | None,
                  emit: Callable[[str], None], set_error: Callable[[str], object]) -> None:
         self.state_dir = state_dir
+        self.retention = retention_s
+        self._pruned_at = -PRUNE_EVERY
         self._on_rejected, self._emit, self._set_error = on_rejected, emit, set_error
         self._acked_head = 0  # highest seq written to central-ack.json
         self._replay: list[tuple[int, int]] = []  # ranges still to re-publish, in order
         self.last_replay: dict | None = None
+
+    def handle(self, ob: Outbox, acks: list[AppAck], replays: list[Replay],
+               requeue: Callable[[list[AppAck]], None]) -> None:
+        if acks:
+            try:
+                res = ob.apply_acks(acks)  # one transaction for the whole batch
+            except OutboxError:
+                requeue(acks)
+                raise
+            self.report(ob, res)
+        for replay in replays:
+            self.request_replay(ob, replay)
+
+    def status_extra(self) -> dict:
+        return {"last_replay": self.last_replay} if self.last_replay else {}
+
+    def prune_due(self, ob: Outbox, now: float) -> None:
+        if self.retention is None or now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        pruned = ob.prune(time.time() - self.retention)
+        if pruned:
+            _log.info("pruned %d acknowledged record(s) past the retention window", pruned)
 
     def report(self, ob: Outbox, res: AckResult) -> None:
         for ack in res.rejected:

@@ -25,7 +25,8 @@ from functools import partial
 from pathlib import Path
 
 from station.delivery import status as status_msg
-from station.delivery.acks import AckKeeper, Inbox, Replay
+from station.delivery.acks import AckKeeper, Inbox
+from station.delivery import link_problems as problems
 from station.delivery.mqtt import Ack, MqttLink, Will
 from station.delivery.outbox import Outbox
 from station.delivery.outbox_states import AppAck
@@ -40,10 +41,7 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # (or a full window) so that one commit covers many records; a lost mark only
 # means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
-# Outbox counts for the status are read at most this often (a few COUNTs each).
-_STATUS_EVERY = 0.2
 _DUE_CHECK_EVERY = 1.0  # how often to look for published records whose ack is overdue
-_PRUNE_EVERY = 3600.0
 
 
 def records_topic(station_id: str) -> str:
@@ -56,25 +54,13 @@ def status_topic(station_id: str) -> str:
 
 class Publisher:
     def __init__(
-        self,
-        *,
-        outbox_path: Path,
-        station_id: str,
-        host: str,
-        port: int,
-        version: str,
-        client_id: str | None = None,
-        window: int = 20,
-        keepalive: int = 30,
-        tls: ClientTls | None = None,
-        credentials: Credentials | None = None,
+        self, *, outbox_path: Path, station_id: str, host: str, port: int, version: str,
+        client_id: str | None = None, window: int = 20, keepalive: int = 30,
+        tls: ClientTls | None = None, credentials: Credentials | None = None,
         on_event: Callable[[str], None] | None = None,
         on_delivered: Callable[[Sequence[int]], None] | None = None,
-        ack_timeout_s: float = 30.0,
-        heartbeat_s: float = 30.0,
-        retention_s: float | None = None,
-        state_dir: Path | None = None,
-        on_rejected: Callable[[AppAck], None] | None = None,
+        ack_timeout_s: float = 30.0, heartbeat_s: float = 30.0, retention_s: float | None = None,
+        state_dir: Path | None = None, on_rejected: Callable[[AppAck], None] | None = None,
     ) -> None:
         """``retention_s``: acked records older than this are pruned (None keeps
         them); ``state_dir``: where central-ack.json is kept (records/head.py);
@@ -94,10 +80,8 @@ class Publisher:
         self._on_event = on_event
         self._on_delivered = on_delivered
         self.ack_timeout = ack_timeout_s
-        self.heartbeat = heartbeat_s
-        self.retention = retention_s
-        self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), on_rejected=on_rejected,
-                                 emit=self._emit, set_error=self._set_error)
+        self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), retention_s=retention_s,
+                                 on_rejected=on_rejected, emit=self._emit, set_error=self._set_error)
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -108,45 +92,29 @@ class Publisher:
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
         self._inflight: set[int] = set()  # tokens, not seqs: a replay may repeat a seq in flight
         self._tokens = itertools.count()
-        self._birth_pending = False  # the birth takes one of the broker's Receive Maximum slots
         self._acked: list[int] = []
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
         self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
-        self._status: dict = {}  # the station's own state (devices, measuring/refusing), merged into the status
-        self._status_dirty = False
-        self._counts_dirty = True  # the outbox may have changed: re-read its counts for the status
-        self._acks_in: list[AppAck] = []
-        self._replays_in: list[Replay] = []
         # Pump-thread only:
         self._cursor = 0  # highest seq published on this connection
         self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
         self._backoff = _BACKOFF_MIN
         self._retry_delay = _BACKOFF_MIN
-        self._last_status: dict | None = None
-        self._status_at = 0.0  # monotonic: last status publish
-        self._counted_at = -_STATUS_EVERY
         self._due_checked = 0.0
-        self._pruned_at = -_PRUNE_EVERY
 
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._link = MqttLink(
-            host,
-            port,
-            client_id or f"station-{station_id}",
-            keepalive=keepalive,
-            tls=tls,
-            credentials=credentials,
-            will=Will(self.status_topic, json.dumps({"state": "offline"}).encode(), retain=True),
-            max_inflight=self.window,
-            on_connect=self._handle_connect,
-            on_disconnect=self._handle_disconnect,
+            host, port, client_id or f"station-{station_id}", keepalive=keepalive, tls=tls, credentials=credentials,
+            will=Will(self.status_topic, json.dumps(status_msg.OFFLINE).encode(), retain=True),
+            max_inflight=self.window, on_connect=self._handle_connect, on_disconnect=self._handle_disconnect,
             on_problem=self._handle_link_problem,
         )
-        self._inbox = Inbox(self._link, station_id, on_acks=self._handle_app_acks, on_replay=self._handle_replay,
-                            on_bad=self._handle_bad_message)
+        self._beacon = status_msg.Beacon(self._link, self.status_topic, version, heartbeat_s,
+                                         set_error=self._set_error, wake=self._wake.set)
+        self._inbox = Inbox(self._link, station_id, wake=self._wake.set, emit=self._emit)
 
     # -- public --------------------------------------------------------------------
 
@@ -176,19 +144,14 @@ class Publisher:
 
     def notify(self) -> None:
         """New records were appended (the status's counts change too)."""
-        with self._lock:
-            self._counts_dirty = True
+        self._beacon.touch()
         self._wake.set()
 
     def set_status(self, **fields: object) -> None:
-        """Merge fields into the retained status message and republish it
-        (from the pump thread, as soon as the broker is connected)."""
-        with self._lock:
-            if all(self._status.get(k) == v for k, v in fields.items()):
-                return
-            self._status.update(fields)
-            self._status_dirty = True
-        self._wake.set()
+        """Merge the station's fields (state, reason, devices, ...) into the retained
+        status and republish it (from the pump thread, once connected)."""
+        if self._beacon.set(fields):
+            self._wake.set()
 
     def wait_drained(self, timeout: float, acked: bool = False) -> bool:
         """Wait until every record is published (``acked``: accepted or rejected
@@ -227,7 +190,7 @@ class Publisher:
         with self._lock:
             self._epoch += 1
             self._inflight.clear()
-            self._birth_pending = False
+            self._beacon.reset()
             self._fresh = True
             self.window = window
             self._refill_at = max(1, window // 4)
@@ -249,20 +212,6 @@ class Publisher:
 
     def _handle_link_problem(self, what: str, fix: str) -> None:
         self._emit(f"{what}; records are kept in the outbox and sent when the link is back. Fix: {fix}")
-
-    def _handle_app_acks(self, acks: list[AppAck]) -> None:
-        with self._lock:
-            self._acks_in.extend(acks)
-        self._wake.set()
-
-    def _handle_replay(self, replay: Replay) -> None:
-        with self._lock:
-            self._replays_in.append(replay)
-        self._wake.set()
-
-    def _handle_bad_message(self, topic: str, why: str) -> None:
-        _log.warning("ignored a message on %s: %s", topic, why)
-        self._emit(f"ignored a message on {topic}: {why}")
 
     def _handle_ack(self, seq: int, token: int, epoch: int, ack: Ack) -> None:
         with self._lock:
@@ -323,31 +272,24 @@ class Publisher:
         with self._lock:
             if self._acked:
                 t = min(t, self._acked_since + _MARK_DELAY - now)
-            if self._counts_dirty or self._status_dirty:
-                t = min(t, self._counted_at + _STATUS_EVERY - now)
-            if self._status_at and not self._birth_pending:
-                t = min(t, self._status_at + self.heartbeat - now)
+        t = min(t, self._beacon.sleep_time(now))
         return max(0.0, t)
 
     def _step(self, ob: Outbox) -> None:
         with self._lock:
             fresh, self._fresh = self._fresh, False
             refused, self._refused = self._refused, []
-            acks_in, self._acks_in = self._acks_in, []
-            replays, self._replays_in = self._replays_in, []
         if refused:
             self._note_refusals(refused)
-        if acks_in:
-            self._store_app_acks(ob, acks_in)
-        for replay in replays:
-            self._keeper.request_replay(ob, replay)
-            with self._lock:
-                self._counts_dirty = True
+        acks_in, replays = self._inbox.take()
+        if acks_in or replays:
+            self._beacon.touch()
+            self._keeper.handle(ob, acks_in, replays, requeue=self._inbox.requeue)
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
             self._cursor = 0
-            self._maybe_status(ob, force=True)  # the birth: before the backlog takes the window
+            self._beacon.publish_due(ob, self._keeper.status_extra(), force=True)  # the birth: before the backlog
         now = time.monotonic()
         if self._rewind_at is not None and now >= self._rewind_at:
             with self._lock:
@@ -362,12 +304,9 @@ class Publisher:
         if not self._draining.is_set():
             self._fill(ob)
         self._flush_acks(ob, eager=False)
-        self._maybe_status(ob, force=False)
-        if self.retention is not None and now - self._pruned_at >= _PRUNE_EVERY:
-            self._pruned_at = now
-            pruned = ob.prune(time.time() - self.retention)
-            if pruned:
-                _log.info("pruned %d acknowledged record(s) past the retention window", pruned)
+        if self._link.connected:
+            self._beacon.publish_due(ob, self._keeper.status_extra(), force=False)
+        self._keeper.prune_due(ob, now)
 
     def _resend_overdue(self, ob: Outbox) -> None:
         """Published but not acked in time: go back to the start, once the window
@@ -381,17 +320,6 @@ class Publisher:
             _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
                       self.ack_timeout)
             self._cursor = 0
-
-    def _store_app_acks(self, ob: Outbox, acks: list[AppAck]) -> None:
-        try:
-            res = ob.apply_acks(acks)
-        except OutboxError:
-            with self._lock:  # keep them; the next step retries
-                self._acks_in[:0] = acks
-            raise
-        with self._lock:
-            self._counts_dirty = True
-        self._keeper.report(ob, res)
 
     def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
         """A replay first (the central side is waiting for it), then records not yet
@@ -409,7 +337,7 @@ class Publisher:
             with self._lock:
                 if self._fresh:
                     return  # reconnected meanwhile; the next step re-sends from the start
-                room = self.window - len(self._inflight) - self._birth_pending
+                room = self.window - len(self._inflight) - self._beacon.pending
                 epoch = self._epoch
             # Refill in chunks, not one slot per ack: each refill costs a query.
             if room < self._refill_at and room < self.window:
@@ -456,8 +384,7 @@ class Publisher:
                 self._acked[:0] = acked
             raise
         self._backoff = _BACKOFF_MIN
-        with self._lock:
-            self._counts_dirty = True
+        self._beacon.touch()
         if self._rewind_at is None:
             with self._lock:
                 recovered, self._error = self._error is not None, None
@@ -471,74 +398,12 @@ class Publisher:
 
     def _note_refusals(self, refused: list[tuple[int, Ack]]) -> None:
         seq, ack = min(refused, key=lambda r: r[0])
-        if ack.reason_code == 0x87:
-            why = (
-                f"broker ACL denies {self.records_topic} (reason {ack.reason_code} {ack.reason}); "
-                f"fix: grant write to this station"
-            )
-        elif ack.reason_code == 0x97:
-            why = f"broker quota exceeded for {self.records_topic}; fix: raise the broker's quota"
-        elif ack.reason_code == 0x95:
-            why = "record larger than the broker accepts; fix: raise message_size_limit on the broker"
-        else:
-            why = f"broker refused record seq {seq} (reason {ack.reason_code} {ack.reason}); fix: see the broker log"
+        why = problems.publish_refused(self.records_topic, seq, ack.reason_code, ack.reason)
         if self._rewind_at is None:  # first refusal of this round: schedule one retry
             self._retry_delay = self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
             self._rewind_at = time.monotonic() + self._retry_delay
         self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
-
-    def _maybe_status(self, ob: Outbox, force: bool) -> None:
-        """Publish the retained status when anything in it changed (counts are
-        re-read at most every _STATUS_EVERY), on every connect, and as a heartbeat."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._link.connected or self._birth_pending:
-                return  # the pending one's ack wakes us again
-            heartbeat = now - self._status_at >= self.heartbeat
-            recount = force or heartbeat or (
-                (self._counts_dirty or self._status_dirty) and now - self._counted_at >= _STATUS_EVERY)
-            if not recount:
-                return
-            self._counts_dirty = self._status_dirty = False
-            station = dict(self._status)
-        self._counted_at = now
-        extra = {"last_replay": self._keeper.last_replay} if self._keeper.last_replay else {}
-        status = status_msg.build(version=self.version, station=station, counts=ob.counts(),
-                                  rejections=ob.rejections(), extra=extra, now=time.time())
-        if force or heartbeat or self._last_status is None or \
-                status_msg.content(status) != status_msg.content(self._last_status):
-            self._publish_birth(status)
-
-    def _publish_birth(self, birth: dict) -> None:
-        with self._lock:
-            self._birth_pending = True
-        self._last_status = birth
-        self._status_at = time.monotonic()
-        try:
-            self._link.publish(
-                self.status_topic,
-                json.dumps(birth, separators=(",", ":")).encode(),
-                qos=1,
-                retain=True,
-                content_type="application/json",
-                on_ack=self._birth_ack,
-            )
-        except PublishError as exc:
-            self._last_status = None
-            with self._lock:
-                self._birth_pending = False
-            self._set_error(str(exc))
-
-    def _birth_ack(self, ack: Ack) -> None:
-        with self._lock:
-            self._birth_pending = False
-        self._wake.set()
-        if not ack.ok:
-            self._set_error(
-                f"broker refused the status message on {self.status_topic} ({ack.reason_code} {ack.reason}); "
-                "fix: grant write on it to this station"
-            )
 
     def _set_error(self, msg: str) -> bool:
         """Record the current problem; tell it only when it changed. Returns whether it did.
