@@ -62,29 +62,40 @@ class AckStates:
         the one stored under its seq is ignored (and reported back)."""
         now = time.time() if now is None else now
         out = AckResult()
+        if not acks:
+            return out
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # One read per 500 acks instead of one per ack.
+                seqs = sorted({a.seq for a in acks})
+                held = {}
+                for i in range(0, len(seqs), 500):
+                    part = seqs[i:i + 500]
+                    held.update({int(s): (str(r), v, bytes(h)) for s, r, v, h in self._db.execute(
+                        f"SELECT seq, record_id, verdict, sha256 FROM records WHERE seq IN ({','.join('?' * len(part))})",
+                        part)})
+                updates = []
                 for ack in acks:
-                    row = self._db.execute("SELECT record_id, verdict, sha256 FROM records WHERE seq = ?",
-                                           (ack.seq,)).fetchone()
+                    row = held.get(ack.seq)
                     if row is None:
                         out.unknown.append(ack)
-                    elif str(row[0]) != ack.record_id:
-                        out.mismatched.append((ack, str(row[0])))
+                    elif row[0] != ack.record_id:
+                        out.mismatched.append((ack, row[0]))
                     elif row[1] is not None:
                         out.duplicates += 1
                     else:
-                        self._db.execute(
-                            "UPDATE records SET acked_at = ?, verdict = ?, reason = ?, "
-                            "delivered_at = coalesce(delivered_at, ?) WHERE seq = ?",
-                            (now, ack.verdict, ack.reason or None, now, ack.seq))
+                        held[ack.seq] = (row[0], ack.verdict, row[2])  # a repeat in this batch is a duplicate
+                        updates.append((now, ack.verdict, ack.reason or None, now, ack.seq))
                         if ack.verdict == ACCEPTED:
                             out.accepted.append(ack.seq)
                             if out.highest is None or ack.seq > out.highest[0]:
-                                out.highest = (ack.seq, ack.record_id, bytes(row[2]))
+                                out.highest = (ack.seq, ack.record_id, row[2])
                         else:
                             out.rejected.append(ack)
+                self._db.executemany(
+                    "UPDATE records SET acked_at = ?, verdict = ?, reason = ?, "
+                    "delivered_at = coalesce(delivered_at, ?) WHERE seq = ?", updates)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

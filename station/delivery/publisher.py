@@ -235,7 +235,7 @@ class Publisher:
 
     def _run(self) -> None:
         try:
-            ob = Outbox(self.outbox_path)
+            ob = Outbox(self.outbox_path, synchronous="NORMAL")  # marks and acks only: see Outbox
         except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
             self._start_error = exc
             self._ready.set()
