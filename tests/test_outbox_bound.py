@@ -64,3 +64,41 @@ def test_full_outbox_refuses_then_recovers_when_acks_arrive(tmp_path, sim, mosqu
         consumer.stop()
         watch.stop()
     run.stop()
+
+
+def test_status_says_device_fault_while_the_balance_is_unplugged(tmp_path, sim, mosquitto) -> None:
+    """It used to say "online" with the balance unplugged."""
+    cfg = write_config(tmp_path, sim.port, mosquitto.port)
+    assert station("keys", "init", "--config", str(cfg)).returncode == 0
+    statuses: list[dict] = []
+    seen = threading.Condition()
+
+    def on_status(data: bytes, props: MessageProperties) -> None:
+        with seen:
+            statuses.append(json.loads(data))
+            seen.notify_all()
+
+    watch = MqttSubscriber(mosquitto.host, mosquitto.port, f"stations/{STATION}/status", "watch-2", on_status)
+    watch.start()
+    run = Proc(station_cmd("run", "--config", str(cfg)), env=child_env())
+    try:
+        run.wait_for(r"Ready\. Place the first stone")
+        with seen:
+            assert seen.wait_for(lambda: statuses[-1].get("state") == "measuring", 10), statuses[-1:]
+            assert statuses[-1]["devices"] == {"scale": "ok"} and statuses[-1]["session"] == 1
+        sim.control.unplug()
+        run.wait_for(r"scale fault")
+        with seen:
+            assert seen.wait_for(lambda: statuses[-1].get("state") == "device fault", 10), statuses[-1:]
+            last = statuses[-1]
+        assert last["devices"]["scale"].startswith("fault: ") and last["reason"].startswith("scale: ")
+        sim.control.replug()
+        run.wait_for(r"scale is back", timeout=30)
+        with seen:
+            assert seen.wait_for(lambda: statuses[-1].get("state") == "measuring", 10), statuses[-1:]
+            assert statuses[-1]["devices"] == {"scale": "ok"}
+    finally:
+        run.stop()
+        watch.stop()
+    with seen:
+        assert seen.wait_for(lambda: statuses[-1] == {"state": "offline"}, 10)
