@@ -105,9 +105,8 @@ def test_acked_records_reach_the_third_state_in_one_commit(mosquitto, writer, ma
     c = writer.counts()
     assert (c.stored, c.published, c.acked, c.rejected) == (0, 0, 50, 0)
     assert sorted(set(consumer.seqs)) == list(range(1, 51))
-    # The central system's last ack is kept beside the outbox.
-    head = read_head(state / CENTRAL_ACK)
-    assert head is not None and head.seq == 50
+    # The central system's last ack is kept beside the outbox (written right after the commit).
+    assert wait_until(lambda: getattr(read_head(state / CENTRAL_ACK), "seq", 0) == 50)
 
 
 def test_unacked_records_are_sent_again_in_seq_order(mosquitto, writer, make_publisher, make_consumer) -> None:
@@ -224,8 +223,8 @@ def test_an_ack_beyond_the_outbox_is_a_rollback_alarm(mosquitto, writer, make_pu
     assert pub.wait_drained(10, acked=True)
     consumer.send([{"seq": 40, "record_id": "rec-40", "verdict": "accepted"}])
     assert wait_until(lambda: "acknowledged seq 40, but this outbox ends at seq 2" in (pub.last_error or ""))
-    head = read_head(state / CENTRAL_ACK)
-    assert head is not None and head.seq == 40  # the next start refuses
+    # Remembered beside the outbox (written right after): the next start refuses.
+    assert wait_until(lambda: getattr(read_head(state / CENTRAL_ACK), "seq", 0) == 40)
 
 
 def test_status_is_current_with_a_heartbeat(mosquitto, writer, make_publisher, make_consumer) -> None:
