@@ -41,6 +41,7 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # (or a full window) so that one commit covers many records; a lost mark only
 # means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
+_RESEND_CAP = 600.0  # s: the longest wait between re-send rounds while no acks arrive
 _DUE_CHECK_EVERY = 1.0  # how often to look for published records whose ack is overdue
 
 
@@ -80,6 +81,7 @@ class Publisher:
         self._on_event = on_event
         self._on_delivered = on_delivered
         self.ack_timeout = ack_timeout_s
+        self._resend_wait = ack_timeout_s  # grows while no acks arrive (see _resend_overdue)
         self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), retention_s=retention_s,
                                  on_rejected=on_rejected, emit=self._emit, set_error=self._set_error)
 
@@ -282,6 +284,8 @@ class Publisher:
         if refused:
             self._note_refusals(refused)
         acks_in, replays = self._inbox.take()
+        if acks_in:
+            self._resend_wait = self.ack_timeout  # the central side answers again
         if acks_in or replays:
             self._beacon.touch()
             self._keeper.handle(ob, acks_in, replays, requeue=self._inbox.requeue)
@@ -312,14 +316,17 @@ class Publisher:
         """Published but not acked in time: go back to the start, once the window
         is empty, so the overdue records go out again in seq order."""
         oldest = ob.oldest_unacked_publish()
-        if oldest is None or oldest >= time.time() - self.ack_timeout:
+        if oldest is None or oldest >= time.time() - self._resend_wait:
             return
         with self._lock:
             idle = not self._inflight and not self._acked
         if idle and self._cursor > 0:
             _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
-                      self.ack_timeout)
+                      self._resend_wait)
             self._cursor = 0
+            # While the central side stays silent, each round waits twice as long
+            # (up to _RESEND_CAP): a consumer that is down must not get a flood.
+            self._resend_wait = min(self._resend_wait * 2, max(self.ack_timeout, _RESEND_CAP))
 
     def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
         """A replay first (the central side is waiting for it), then records not yet
@@ -327,7 +334,7 @@ class Publisher:
         rows = self._keeper.replay_batch(ob, room)
         if rows:
             return rows
-        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=time.time() - self.ack_timeout)
+        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=time.time() - self._resend_wait)
         if recs:
             self._cursor = recs[-1].seq
         return [(r.seq, r.record_id, r.data) for r in recs]
