@@ -6,7 +6,6 @@ still in the WAL when the test deletes it."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import subprocess
@@ -118,6 +117,9 @@ def test_deleted_outbox_is_refused_and_reset_chain_continues(cfg: Path, tmp_path
     assert payload["seq"] == 5 and payload["prev"] == head.sha256  # the chain stays linked
     assert payload["flags"] == ["chain-reset", "outbox-lost:1-4"] and payload["operator"] == "op-lead"
     assert read_head(state / CHAIN_HEAD).seq == 5
+    res = station("records", "status", "--config", str(cfg))
+    assert res.returncode == 0 and "last seq 5; stored 1, published 0, acked 0, rejected 0" in res.stdout
+    assert "recorded head: seq 5 (chain-head.json)" in res.stdout
     # Now the station starts, after the reset record (its balance is missing: it waits for it).
     run = Proc(station_cmd("run", "--config", str(cfg)), env=child_env())
     run.wait_for(r"next record #6")
@@ -146,4 +148,3 @@ def test_check_outbox_boundaries(tmp_path: Path) -> None:
         check_outbox(tmp_path, tmp_path / "o", 5, lambda s: h)
     os.unlink(tmp_path / CHAIN_HEAD)
     assert check_outbox(tmp_path, tmp_path / "o", 0, lambda s: None) is None  # a new station
-    assert json.loads(json.dumps({"ok": 1}))
