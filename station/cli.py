@@ -160,6 +160,42 @@ def cmd_records_export(args) -> int:
     return 0
 
 
+def cmd_records_reset_chain(args) -> int:
+    from station.app.service import outbox_path
+    from station.records.reset import reset_chain
+
+    cfg = _config(args)
+    operator = args.operator or cfg.session.operator
+    if not operator:
+        raise StationError("reset-chain needs the person responsible", "pass --operator NAME")
+    done = reset_chain(cfg, outbox_path(cfg), operator=operator, lot=args.lot or cfg.session.lot or "chain-reset")
+    console.out.print(f"Chain reset: seqs {done.lost_from}..{done.lost_to} are not in this outbox; signed record "
+                      f"#{done.record.seq} ({done.record.record_id}) says so and continues the chain. "
+                      "It is delivered when the station next runs.")
+    return 0
+
+
+def cmd_records_status(args) -> int:
+    from station.app.service import outbox_path
+    from station.delivery.outbox import Outbox
+    from station.records.head import known_head
+
+    cfg = _config(args)
+    path = outbox_path(cfg)
+    if not path.exists():
+        raise StationError(f"no outbox at {path}", "check station.state_dir; the station creates it on first run")
+    with Outbox(path) as box:
+        c = box.counts()
+        rejected = box.rejections()
+    head = known_head(cfg.station.state_dir)
+    console.out.print(f"{path}: last seq {c.last_seq}; stored {c.stored}, published {c.published}, "
+                      f"acked {c.acked}, rejected {c.rejected}; recorded head: "
+                      f"{f'seq {head.seq} ({head.source})' if head else 'none'}")
+    for seq, record_id, reason in rejected:
+        console.out.print(f"  rejected #{seq} {record_id}: {reason}")
+    return 0
+
+
 # --- verify -----------------------------------------------------------------
 
 def cmd_verify(args) -> int:
@@ -285,6 +321,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to-seq", type=int, metavar="N", help="last seq to export, inclusive (default: the last stored)")
     s.add_argument("--force", action="store_true", help="overwrite files that already exist in DIR")
     s.set_defaults(func=cmd_records_export)
+    s = r.add_parser("reset-chain", parents=[common],
+                     help="after a refused start for a lost outbox: write a signed record of the loss and "
+                          "continue the chain after it")
+    s.add_argument("--operator", help="who decided the reset (default: session.operator)")
+    s.add_argument("--lot", help="lot to put in the reset record (default: session.lot)")
+    s.set_defaults(func=cmd_records_reset_chain)
+    s = r.add_parser("status", parents=[common], help="records by state, rejections, and the recorded head")
+    s.set_defaults(func=cmd_records_status)
 
     s = sub.add_parser("verify", parents=[common], help="verify records: signatures, chain, gaps")
     from station.central import verify_cli

@@ -218,8 +218,13 @@ def test_birth_on_every_connect_and_will_on_clean_stop(mosquitto, writer, make_p
     append(writer, 4)
     mosquitto.restart()
     assert late.wait(lambda: sum(s["state"] == "online" for s in late.statuses()) >= 2)
-    assert late.statuses()[-1] == {"state": "online", "version": "9.9.9", "outbox_depth": 4}
+    birth = [s for s in late.statuses() if s["state"] == "online"][1]
+    assert birth["outbox"] == {"stored": 4, "published": 3, "acked": 0, "rejected": 0}
+    assert birth["outbox_depth"] == 7 and birth["last_seq"] == 7 and birth["version"] == "9.9.9"
     assert pub.wait_drained(10)
+    # Not stale after the outage: the status follows the backlog as it goes out.
+    assert late.wait(lambda: late.statuses()[-1].get("outbox", {}).get("stored") == 0)
+    assert late.statuses()[-1]["outbox"] == {"stored": 0, "published": 7, "acked": 0, "rejected": 0}
     pub.stop()
     assert late.wait(lambda: late.statuses()[-1] == {"state": "offline"})
     late.sub.stop()
