@@ -52,6 +52,12 @@ class Counts:
     def unacked(self) -> int:
         return self.stored + self.published + self.rejected
 
+    @property
+    def awaiting_verdict(self) -> int:
+        """Neither accepted nor rejected yet (published counts the ones whose PUBACK
+        mark is still pending as stored, so only the sum is exact)."""
+        return self.stored + self.published
+
 
 class AckStates:
     _db: sqlite3.Connection
@@ -106,11 +112,12 @@ class AckStates:
 
     def counts(self) -> Counts:
         try:
-            stored = self._scalar("SELECT count(*) FROM records WHERE delivered_at IS NULL")
-            unacked = self._scalar("SELECT count(*) FROM records WHERE acked_at IS NULL")
-            rejected = self._scalar("SELECT count(*) FROM records WHERE verdict = 'rejected'")
-            total = self._scalar("SELECT count(*) FROM records")
-            last = self._scalar("SELECT coalesce(max(seq), 0) FROM records")
+            # One statement, one snapshot: the other threads commit marks and acks
+            # between separate queries, and mixed snapshots give counts that never were.
+            stored, unacked, rejected, total, last = self._db.execute(
+                "SELECT count(*) FILTER (WHERE delivered_at IS NULL), count(*) FILTER (WHERE acked_at IS NULL), "
+                "count(*) FILTER (WHERE verdict = 'rejected'), count(*), coalesce(max(seq), 0) FROM records"
+            ).fetchone()
             oldest = self._db.execute(
                 "SELECT stored_at FROM records WHERE acked_at IS NULL OR verdict = 'rejected' ORDER BY seq LIMIT 1"
             ).fetchone()
@@ -182,9 +189,6 @@ class AckStates:
         """(seq, record_id, reason) of every record the central system rejected."""
         return [(int(s), str(r), str(why or "")) for s, r, why in self._db.execute(
             "SELECT seq, record_id, reason FROM records WHERE verdict = 'rejected' ORDER BY seq")]
-
-    def _scalar(self, sql: str) -> int:
-        return int(self._db.execute(sql).fetchone()[0])
 
     def _error(self, exc: sqlite3.Error, doing: str) -> OutboxError:
         from station.delivery.outbox import _sqlite_error

@@ -161,7 +161,7 @@ class Publisher:
         deadline = time.monotonic() + timeout
         with Outbox(self.outbox_path) as ob:  # our own connection: we are on the caller's thread
             while True:
-                if (ob.counts().published + ob.depth() if acked else ob.depth()) == 0:
+                if (ob.counts().awaiting_verdict if acked else ob.depth()) == 0:
                     return True
                 if time.monotonic() >= deadline:
                     return False
