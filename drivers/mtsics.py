@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Union
 
-from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.errors import DeviceRefused, LinkError, ProtocolError
+from drivers.identify import RESYNC_LINES, LineSession
 from drivers.kinds import Identity, Weight
 from drivers.serial_link import SerialLink
 
@@ -159,12 +160,10 @@ _STATUS = {
     "L": ("rejected a parameter", "report this; the driver sent a bad parameter"),
 }
 _RESYNC_ROUNDS = 2
-_RESYNC_LINES = 8
 _MAX_STRAY = 3
-_QUIET_S = 0.05  # a balance answers within ms; this long of silence means "nothing more"
 
 
-class MtSicsBalance:
+class MtSicsBalance(LineSession):
     def __init__(
         self,
         link: SerialLink,
@@ -184,47 +183,7 @@ class MtSicsBalance:
         # flight, so the next command starts with a resync.
         self._dirty = False
 
-    # -- session -----------------------------------------------------------
-
-    def connect(self) -> Identity:
-        self.link.open()
-        try:
-            ident = self._identify()
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if want is not None and ident.serial != want:
-                raise LinkError(
-                    f"a different balance (serial {ident.serial}) answers on {self.link.url}; "
-                    f"expected {want}",
-                    f"plug the right balance in, or update {self.serial_setting}",
-                    transcript=self.link.transcript(),
-                )
-        except BaseException:
-            self.link.close()
-            raise
-        if self.identity is None:
-            self.identity = ident
-        return ident
-
-    def identify(self) -> Identity:
-        return self.connect()
-
-    def recover(self) -> Identity:
-        return self.reconnect()
-
-    def reconnect(self) -> Identity:
-        """Reopen the same URL and prove it is the same balance as before."""
-        self.link.close()
-        return self.connect()
-
-    def close(self) -> None:
-        self.link.close()
-
-    def __enter__(self) -> MtSicsBalance:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    # -- session (connect, reconnect, close: drivers/identify.py) -----------
 
     def _identify(self) -> Identity:
         self.resync()
@@ -240,7 +199,7 @@ class MtSicsBalance:
         for _ in range(_RESYNC_ROUNDS):
             self.link.discard_input()
             self.link.write_line("@")
-            for _ in range(_RESYNC_LINES):
+            for _ in range(RESYNC_LINES):
                 try:
                     reply = parse_line(self.link.read_line(self.reply_timeout))
                 except ProtocolError:
@@ -260,21 +219,6 @@ class MtSicsBalance:
             FIX_RESYNC,
             transcript=self.link.transcript(),
         )
-
-    def _drain(self) -> None:
-        """Swallow lines still arriving after the reset reply.
-
-        The balance's power-up ``I4 A`` looks exactly like the answer to ``@``;
-        if it arrived first, the real answer is still on its way and would be
-        taken for the reply to the next command.
-        """
-        for _ in range(_RESYNC_LINES):
-            try:
-                self.link.read_line(_QUIET_S)
-            except ProtocolError:
-                continue
-            except ReplyTimeout:
-                return
 
     # -- commands ----------------------------------------------------------
 
@@ -347,12 +291,6 @@ class MtSicsBalance:
         except LinkError:
             self._dirty = True
             raise
-
-    def _recover(self) -> None:
-        try:
-            self.resync()
-        except (LinkError, ProtocolError):
-            self._dirty = True  # the caller's error is the one to report
 
     def _out_of_step(self, reply: Reply, raw: tuple[str, ...], why: str):
         err = ProtocolError(

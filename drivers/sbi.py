@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.identify import RESYNC_LINES, LineSession
 from drivers.kinds import Identity, Weight
 from drivers.sbi_format import (
     FIX_RESYNC, UNIT_UG, ErrorLine, ForeignUnit, Reading, Reply, Special, parse_line,
@@ -29,8 +30,6 @@ from drivers.serial_link import SerialLink
 
 ESC = b"\x1b"
 _RESYNC_ROUNDS = 2
-_RESYNC_LINES = 8
-_QUIET_S = 0.05  # a balance answers within ms; this long of silence means "nothing more"
 _MAX_INFO = 40
 
 _SPECIALS = {
@@ -46,7 +45,7 @@ _ADJUST_FIX = {
 }
 
 
-class SbiBalance:
+class SbiBalance(LineSession):
     """A Sartorius balance in SBI mode. Implements ``drivers.kinds.Scale``.
 
     ``*_setting`` name where the user changes things (config keys), so fix
@@ -97,47 +96,11 @@ class SbiBalance:
             "RTS/CTS handshake)"
         )
 
-    # -- session -----------------------------------------------------------
+    # -- session (connect, reconnect, close: drivers/identify.py) -----------
 
-    def connect(self) -> Identity:
-        self.link.open()
-        try:
-            ident = self._identify()
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if self.use_identify and want is not None and ident.serial != want:
-                raise LinkError(
-                    f"a different balance (serial {ident.serial}) answers on {self.link.url}; "
-                    f"expected {want}",
-                    f"plug the right balance in, or update {self.serial_setting}",
-                    transcript=self.link.transcript(),
-                )
-        except BaseException:
-            self.link.close()
-            raise
-        if self.identity is None:
-            self.identity = ident
-        return ident
-
-    def identify(self) -> Identity:
-        return self.connect()
-
-    def recover(self) -> Identity:
-        return self.reconnect()
-
-    def reconnect(self) -> Identity:
-        """Reopen the same URL and prove it is the same balance as before."""
-        self.link.close()
-        return self.connect()
-
-    def close(self) -> None:
-        self.link.close()
-
-    def __enter__(self) -> SbiBalance:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def _checks_serial(self) -> bool:
+        return self.use_identify
 
     def _identify(self) -> Identity:
         self.resync()
@@ -193,7 +156,7 @@ class SbiBalance:
             self.link.discard_input()
             self._drain()
             self._send(b"P")
-            for _ in range(_RESYNC_LINES):
+            for _ in range(RESYNC_LINES):
                 try:
                     parse_line(self.link.read_line(self.reply_timeout))
                 except ProtocolError:
@@ -213,15 +176,6 @@ class SbiBalance:
             f"{FIX_RESYNC}; {self.fix_framing}",
             transcript=self.link.transcript(),
         )
-
-    def _drain(self) -> None:
-        for _ in range(_RESYNC_LINES):
-            try:
-                self.link.read_line(_QUIET_S)
-            except ProtocolError:
-                continue
-            except ReplyTimeout:
-                return
 
     # -- commands ----------------------------------------------------------
 
@@ -335,9 +289,3 @@ class SbiBalance:
         except LinkError:
             self._dirty = True
             raise
-
-    def _recover(self) -> None:
-        try:
-            self.resync()
-        except (LinkError, ProtocolError):
-            self._dirty = True  # the caller's error is the one to report

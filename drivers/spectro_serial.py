@@ -15,6 +15,7 @@ import numpy as np
 
 from drivers import spectro_frames as wire
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.identify import check_serial
 from drivers.kinds import Identity
 from drivers.serial_link import SerialLink
 
@@ -74,13 +75,7 @@ class SerialSpectrometer:
             serial = wire.parse_text(self._query(f"?x{SLOT_SERIAL}", raw), "serial number")
             pixels = wire.parse_uint(self._query(f"?x{SLOT_PIXELS}", raw), "pixel count", wire.MAX_PIXELS)
             max_counts = wire.parse_uint(self._query(f"?x{SLOT_MAX_COUNTS}", raw), "ADC full scale", 65535)
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if want is not None and serial != want:
-                raise LinkError(
-                    f"a different spectrometer (serial {serial}) answers on {self.link.url}; expected {want}",
-                    f"plug the right spectrometer in, or update {self.serial_setting}",
-                    transcript=self.link.transcript(),
-                )
+            check_serial(self, serial, device="spectrometer")
             if pixels < 1 or max_counts < 1:
                 raise ProtocolError(
                     f"spectrometer reports {pixels} pixels and full scale {max_counts}",
