@@ -8,28 +8,25 @@ we cannot trust) or ``DeviceRefused`` (the balance said no).
 
 from __future__ import annotations
 
-import decimal
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Union
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
 from drivers.identify import RESYNC_LINES, LineSession
 from drivers.kinds import Identity, Weight
 from drivers.serial_link import SerialLink
+from drivers.units import MAX_VALUE_CHARS, UNIT_UG, exact_micrograms
 
 # Reply identifiers we accept. A word outside this set means we are out of
 # step with the balance (or reading noise), so it is a protocol error.
 KNOWN_COMMANDS = frozenset(
     "S SI SIR SU SNR Z ZI T TI TA TAC I0 I1 I2 I3 I4 I5 D DW M21".split()
 )
-UNIT_UG = {"mg": 1_000, "g": 1_000_000, "kg": 1_000_000_000, "ct": 200_000}
 FIX_RESYNC = "the driver resynchronises with @; if it repeats, check baud rate and framing"
 # A weighing unit the balance can be set to but we do not convert (oz, ozt,
 # dwt, GN, lb, tl, mom...): a setting to change, not line noise.
 _FOREIGN_UNIT = re.compile(r"[A-Za-z][A-Za-z/.]{0,5}")
-_MAX_VALUE_CHARS = 20  # keeps Decimal arithmetic exact within the context below
 
 _LINE = re.compile(r"(?P<cmd>[A-Z][A-Z0-9]*) +(?P<status>[SDABIL+-])(?: +(?P<rest>.*))?")
 _VALUE = re.compile(r"(?P<sign>[+-]?) *(?P<num>\d+(?:\.\d*)?|\.\d+)")
@@ -83,17 +80,9 @@ def _bad(raw: bytes, why: str) -> ProtocolError:
 def to_micrograms(value: str, unit: str) -> int:
     """Exact conversion of a decimal string in ``unit`` to integer µg."""
     m = _VALUE.fullmatch(value)
-    if m is None or len(value) > _MAX_VALUE_CHARS:
+    if m is None or len(value) > MAX_VALUE_CHARS:
         raise ValueError(f"not a decimal weight value: {value!r}")
-    if unit not in UNIT_UG:
-        raise ValueError(f"unsupported unit {unit!r}")
-    with decimal.localcontext() as ctx:
-        ctx.prec = 60
-        ctx.traps[decimal.Inexact] = True
-        ug = Decimal(m["num"]) * UNIT_UG[unit]
-        if ug != ug.to_integral_value():
-            raise ValueError(f"{value} {unit} is finer than 1 µg")
-        n = int(ug)
+    n = exact_micrograms(m["num"], unit, value)
     return -n if m["sign"] == "-" else n
 
 
@@ -266,7 +255,7 @@ class MtSicsBalance(LineSession):
         if self._dirty:
             self.resync()
         raw = [f"> {cmd}"]
-        try:
+        with self._recovering():
             self.link.write_line(cmd)
             for _ in range(_MAX_STRAY + 1):
                 line = self.link.read_line(timeout)
@@ -285,12 +274,6 @@ class MtSicsBalance(LineSession):
                 FIX_RESYNC,
                 transcript=self.link.transcript(),
             )
-        except ProtocolError:
-            self._recover()
-            raise
-        except LinkError:
-            self._dirty = True
-            raise
 
     def _out_of_step(self, reply: Reply, raw: tuple[str, ...], why: str):
         err = ProtocolError(
