@@ -13,6 +13,8 @@ supplies ``_identify()`` (resync, then read model and serial) and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from drivers.errors import LinkError, ProtocolError, ReplyTimeout
@@ -117,6 +119,20 @@ class LineSession:
                 continue
             except ReplyTimeout:
                 return
+
+    @contextmanager
+    def _recovering(self) -> Iterator[None]:
+        """Around one exchange: bytes we cannot trust resync the line at once
+        (the exchange's own error is still the one raised); a link error leaves
+        the line dirty, so the next command resyncs first."""
+        try:
+            yield
+        except ProtocolError:
+            self._recover()
+            raise
+        except LinkError:
+            self._dirty = True
+            raise
 
     def _recover(self) -> None:
         try:

@@ -18,7 +18,8 @@ and prints until a well-formed line comes back (``resync``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
 from drivers.identify import RESYNC_LINES, LineSession
@@ -115,22 +116,16 @@ class SbiBalance(LineSession):
     def _info(self, cmd: bytes, what: str) -> tuple[str, tuple[str, ...]]:
         shown = f"ESC {cmd.decode()}"
         self._send(cmd)
-        try:
-            line = self.link.read_line(self.reply_timeout)
-        except ReplyTimeout as e:
-            self._dirty = True
-            raise LinkError(
-                f"the balance on {self.link.url} did not answer {shown} ({what})",
-                f"{self.fix_framing}; a model without identification commands needs "
-                f"{self.identify_setting} set to false",
-                transcript=self.link.transcript(),
-            ) from e
-        except ProtocolError:
-            self._recover()
-            raise
-        except LinkError:
-            self._dirty = True
-            raise
+        with self._recovering():
+            try:
+                line = self.link.read_line(self.reply_timeout)
+            except ReplyTimeout as e:
+                raise LinkError(
+                    f"the balance on {self.link.url} did not answer {shown} ({what})",
+                    f"{self.fix_framing}; a model without identification commands needs "
+                    f"{self.identify_setting} set to false",
+                    transcript=self.link.transcript(),
+                ) from e
         text = line.decode("ascii", "replace").strip(' "')
         if not text or len(text) > _MAX_INFO or any(b < 0x20 or b > 0x7E for b in line):
             err = ProtocolError(
@@ -158,15 +153,10 @@ class SbiBalance(LineSession):
             self._send(b"P")
             for _ in range(RESYNC_LINES):
                 try:
-                    parse_line(self.link.read_line(self.reply_timeout))
+                    with self._link_errors():
+                        parse_line(self.link.read_line(self.reply_timeout))
                 except ProtocolError:
                     continue
-                except ReplyTimeout as e:
-                    self._dirty = True
-                    raise self._silent(e) from e
-                except LinkError:
-                    self._dirty = True
-                    raise
                 self._drain()
                 self._dirty = False
                 return
@@ -256,24 +246,28 @@ class SbiBalance(LineSession):
         if self._dirty:
             self.resync()
         raw = ["> ESC P"]
-        try:
+        with self._recovering(), self._link_errors():
             self._send(b"P")
             line = self.link.read_line(timeout)
             try:
                 reply = parse_line(line)
             except ProtocolError as e:
                 raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-        except ProtocolError:
-            self._recover()
-            raise
+        raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
+        return reply, tuple(raw)
+
+    @contextmanager
+    def _link_errors(self) -> Iterator[None]:
+        """A failed read may leave a late line in flight: the next command resyncs
+        first. Silence gets the SBI hints (framing, automatic printing)."""
+        try:
+            yield
         except ReplyTimeout as e:
             self._dirty = True
             raise self._silent(e) from e
         except LinkError:
             self._dirty = True
             raise
-        raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
-        return reply, tuple(raw)
 
     def _silent(self, e: ReplyTimeout) -> ReplyTimeout:
         return ReplyTimeout(

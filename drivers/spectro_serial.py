@@ -10,6 +10,8 @@ Every command is one ASCII line (CR LF); the device answers ACK (0x06) or NAK
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -162,7 +164,7 @@ class SerialSpectrometer:
         if not self.pixel_count:
             self.identify()
         exposure_s = self.integration_us * self.scans / 1e6
-        try:
+        with self._dirty_on_error():
             if self._dirty:
                 self.resync()
             self.link.write_line("S")
@@ -177,12 +179,6 @@ class SerialSpectrometer:
                 header, counts = self._read_ascii()
             else:
                 header, counts = self._read_binary()
-        except ProtocolError as e:
-            self._dirty = True
-            raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-        except LinkError:
-            self._dirty = True
-            raise
         raw = ("> S", f"< STX {header.describe()}",
                f"< {header.pixels} counts, min {int(counts.min())}, max {int(counts.max())}")
         self.last_frame = wire.Frame(header, counts, raw)
@@ -221,7 +217,7 @@ class SerialSpectrometer:
     def _exchange(self, cmd: str, *, query: bool) -> bytes:
         if self._dirty:
             self.resync()
-        try:
+        with self._dirty_on_error():
             self.link.write_line(cmd)
             reply = self.link.read_exact(1, self.reply_timeout)
             if reply == wire.NAK:
@@ -232,6 +228,13 @@ class SerialSpectrometer:
                     wire.FIX_RESYNC, transcript=self.link.transcript(),
                 )
             return self.link.read_line(self.reply_timeout) if query else b""
+
+    @contextmanager
+    def _dirty_on_error(self) -> Iterator[None]:
+        """After a failed exchange bytes may still be in flight: the next one
+        resyncs first. Protocol errors get the link's transcript."""
+        try:
+            yield
         except ProtocolError as e:
             self._dirty = True
             raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
