@@ -1,5 +1,6 @@
 """What every simulated scale shares, whatever its wire protocol: a pan with
-settling, noise, drift, zero/tare and capacity, plus the control-port plumbing.
+settling, noise, drift, zero/tare and capacity, plus the control words that
+reach it (the lifecycle and control port are ``drivers/sim/lifecycle.py``).
 
 Protocol simulators (MT-SICS, Sartorius SBI, Modbus transmitters) subclass
 :class:`ScaleSimulator`, own a :class:`~drivers.sim.port.SimPort` as

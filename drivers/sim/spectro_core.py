@@ -11,8 +11,9 @@
   seed=, serial=)``); it is the physics model by default. A source with a ``coefficients`` attribute (the maker's stored
   wavelength calibration of that simulated instrument) has those reported by
   the device instead of the simulator's defaults.
-* :class:`SpectroSimulator`: identity, settings, exposure and the control-port
-  plumbing; protocol simulators (serial, Modbus) subclass it.
+* :class:`SpectroSimulator`: identity, settings and exposure (the lifecycle and
+  control port from ``drivers/sim/lifecycle.py``); protocol simulators
+  (serial, Modbus) subclass it.
 """
 
 from __future__ import annotations
