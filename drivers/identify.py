@@ -13,7 +13,7 @@ supplies ``_identify()`` (resync, then read model and serial) and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,6 +119,17 @@ class LineSession:
                 continue
             except ReplyTimeout:
                 return
+
+    def _read_reply(self, parse: Callable[[bytes], Any], timeout: float) -> tuple[Any, str]:
+        """One line, parsed by the protocol's ``parse``, and its ``< ...`` transcript
+        line. A line that does not parse raises ``ProtocolError`` with the link's
+        transcript."""
+        line = self.link.read_line(timeout)
+        try:
+            reply = parse(line)
+        except ProtocolError as e:
+            raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
+        return reply, f"< {line.decode('ascii')}"  # parse vouched for ASCII
 
     @contextmanager
     def _recovering(self) -> Iterator[None]:

@@ -258,12 +258,8 @@ class MtSicsBalance(LineSession):
         with self._recovering():
             self.link.write_line(cmd)
             for _ in range(_MAX_STRAY + 1):
-                line = self.link.read_line(timeout)
-                try:
-                    reply = parse_line(line)
-                except ProtocolError as e:
-                    raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-                raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
+                reply, shown = self._read_reply(parse_line, timeout)
+                raw.append(shown)
                 # An unasked I4 A is the balance's power-up line (or a late
                 # answer to @); it is never the answer to another command.
                 if isinstance(reply, InfoReply) and reply.command == "I4" and cmd != "I4":

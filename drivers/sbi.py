@@ -245,16 +245,10 @@ class SbiBalance(LineSession):
     def _print(self, timeout: float) -> tuple[Reply, tuple[str, ...]]:
         if self._dirty:
             self.resync()
-        raw = ["> ESC P"]
         with self._recovering(), self._link_errors():
             self._send(b"P")
-            line = self.link.read_line(timeout)
-            try:
-                reply = parse_line(line)
-            except ProtocolError as e:
-                raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-        raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
-        return reply, tuple(raw)
+            reply, shown = self._read_reply(parse_line, timeout)
+        return reply, ("> ESC P", shown)
 
     @contextmanager
     def _link_errors(self) -> Iterator[None]:
