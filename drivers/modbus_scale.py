@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
+from drivers.identify import check_serial
 from drivers.kinds import Identity, Weight
 from drivers.modbus_link import ModbusLink
 from drivers.regdecode import ScaleDecoder
@@ -130,14 +131,7 @@ class ModbusScale:
             except ProtocolError as e:
                 raise ProtocolError(e.what, e.fix, self.link.transcript()) from None
             ident = Identity(model=self.map.name, serial=serial, raw=raw)
-        want = self.expected_serial or (self.identity.serial if self.identity else None)
-        if want is not None and ident.serial != want:
-            raise LinkError(
-                f"a different transmitter (serial {ident.serial}) answers at unit {self.unit_id} "
-                f"on {self.link.url}; expected {want}",
-                f"plug the right scale in, or update {self.serial_setting}",
-                transcript=self.link.transcript(),
-            )
+        check_serial(self, ident.serial, device="transmitter", plug="scale", where=f" at unit {self.unit_id}")
         if self.identity is None:
             self.identity = ident
         self._identified = True

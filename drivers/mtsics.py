@@ -8,27 +8,25 @@ we cannot trust) or ``DeviceRefused`` (the balance said no).
 
 from __future__ import annotations
 
-import decimal
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Union
 
-from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.errors import DeviceRefused, LinkError, ProtocolError
+from drivers.identify import RESYNC_LINES, LineSession
 from drivers.kinds import Identity, Weight
 from drivers.serial_link import SerialLink
+from drivers.units import MAX_VALUE_CHARS, UNIT_UG, exact_micrograms
 
 # Reply identifiers we accept. A word outside this set means we are out of
 # step with the balance (or reading noise), so it is a protocol error.
 KNOWN_COMMANDS = frozenset(
     "S SI SIR SU SNR Z ZI T TI TA TAC I0 I1 I2 I3 I4 I5 D DW M21".split()
 )
-UNIT_UG = {"mg": 1_000, "g": 1_000_000, "kg": 1_000_000_000, "ct": 200_000}
 FIX_RESYNC = "the driver resynchronises with @; if it repeats, check baud rate and framing"
 # A weighing unit the balance can be set to but we do not convert (oz, ozt,
 # dwt, GN, lb, tl, mom...): a setting to change, not line noise.
 _FOREIGN_UNIT = re.compile(r"[A-Za-z][A-Za-z/.]{0,5}")
-_MAX_VALUE_CHARS = 20  # keeps Decimal arithmetic exact within the context below
 
 _LINE = re.compile(r"(?P<cmd>[A-Z][A-Z0-9]*) +(?P<status>[SDABIL+-])(?: +(?P<rest>.*))?")
 _VALUE = re.compile(r"(?P<sign>[+-]?) *(?P<num>\d+(?:\.\d*)?|\.\d+)")
@@ -82,17 +80,9 @@ def _bad(raw: bytes, why: str) -> ProtocolError:
 def to_micrograms(value: str, unit: str) -> int:
     """Exact conversion of a decimal string in ``unit`` to integer µg."""
     m = _VALUE.fullmatch(value)
-    if m is None or len(value) > _MAX_VALUE_CHARS:
+    if m is None or len(value) > MAX_VALUE_CHARS:
         raise ValueError(f"not a decimal weight value: {value!r}")
-    if unit not in UNIT_UG:
-        raise ValueError(f"unsupported unit {unit!r}")
-    with decimal.localcontext() as ctx:
-        ctx.prec = 60
-        ctx.traps[decimal.Inexact] = True
-        ug = Decimal(m["num"]) * UNIT_UG[unit]
-        if ug != ug.to_integral_value():
-            raise ValueError(f"{value} {unit} is finer than 1 µg")
-        n = int(ug)
+    n = exact_micrograms(m["num"], unit, value)
     return -n if m["sign"] == "-" else n
 
 
@@ -159,12 +149,10 @@ _STATUS = {
     "L": ("rejected a parameter", "report this; the driver sent a bad parameter"),
 }
 _RESYNC_ROUNDS = 2
-_RESYNC_LINES = 8
 _MAX_STRAY = 3
-_QUIET_S = 0.05  # a balance answers within ms; this long of silence means "nothing more"
 
 
-class MtSicsBalance:
+class MtSicsBalance(LineSession):
     def __init__(
         self,
         link: SerialLink,
@@ -184,47 +172,7 @@ class MtSicsBalance:
         # flight, so the next command starts with a resync.
         self._dirty = False
 
-    # -- session -----------------------------------------------------------
-
-    def connect(self) -> Identity:
-        self.link.open()
-        try:
-            ident = self._identify()
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if want is not None and ident.serial != want:
-                raise LinkError(
-                    f"a different balance (serial {ident.serial}) answers on {self.link.url}; "
-                    f"expected {want}",
-                    f"plug the right balance in, or update {self.serial_setting}",
-                    transcript=self.link.transcript(),
-                )
-        except BaseException:
-            self.link.close()
-            raise
-        if self.identity is None:
-            self.identity = ident
-        return ident
-
-    def identify(self) -> Identity:
-        return self.connect()
-
-    def recover(self) -> Identity:
-        return self.reconnect()
-
-    def reconnect(self) -> Identity:
-        """Reopen the same URL and prove it is the same balance as before."""
-        self.link.close()
-        return self.connect()
-
-    def close(self) -> None:
-        self.link.close()
-
-    def __enter__(self) -> MtSicsBalance:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    # -- session (connect, reconnect, close: drivers/identify.py) -----------
 
     def _identify(self) -> Identity:
         self.resync()
@@ -240,7 +188,7 @@ class MtSicsBalance:
         for _ in range(_RESYNC_ROUNDS):
             self.link.discard_input()
             self.link.write_line("@")
-            for _ in range(_RESYNC_LINES):
+            for _ in range(RESYNC_LINES):
                 try:
                     reply = parse_line(self.link.read_line(self.reply_timeout))
                 except ProtocolError:
@@ -260,21 +208,6 @@ class MtSicsBalance:
             FIX_RESYNC,
             transcript=self.link.transcript(),
         )
-
-    def _drain(self) -> None:
-        """Swallow lines still arriving after the reset reply.
-
-        The balance's power-up ``I4 A`` looks exactly like the answer to ``@``;
-        if it arrived first, the real answer is still on its way and would be
-        taken for the reply to the next command.
-        """
-        for _ in range(_RESYNC_LINES):
-            try:
-                self.link.read_line(_QUIET_S)
-            except ProtocolError:
-                continue
-            except ReplyTimeout:
-                return
 
     # -- commands ----------------------------------------------------------
 
@@ -322,15 +255,11 @@ class MtSicsBalance:
         if self._dirty:
             self.resync()
         raw = [f"> {cmd}"]
-        try:
+        with self._recovering():
             self.link.write_line(cmd)
             for _ in range(_MAX_STRAY + 1):
-                line = self.link.read_line(timeout)
-                try:
-                    reply = parse_line(line)
-                except ProtocolError as e:
-                    raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-                raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
+                reply, shown = self._read_reply(parse_line, timeout)
+                raw.append(shown)
                 # An unasked I4 A is the balance's power-up line (or a late
                 # answer to @); it is never the answer to another command.
                 if isinstance(reply, InfoReply) and reply.command == "I4" and cmd != "I4":
@@ -341,18 +270,6 @@ class MtSicsBalance:
                 FIX_RESYNC,
                 transcript=self.link.transcript(),
             )
-        except ProtocolError:
-            self._recover()
-            raise
-        except LinkError:
-            self._dirty = True
-            raise
-
-    def _recover(self) -> None:
-        try:
-            self.resync()
-        except (LinkError, ProtocolError):
-            self._dirty = True  # the caller's error is the one to report
 
     def _out_of_step(self, reply: Reply, raw: tuple[str, ...], why: str):
         err = ProtocolError(

@@ -15,9 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.units import UNIT_UG
+
 __all__ = ["Register", "ScaleRegisterMap", "AmbientRegisterMap", "load_map", "UNIT_UG", "MAP_DIR", "FIX_MAP"]
 
-UNIT_UG = {"mg": 1_000, "g": 1_000_000, "kg": 1_000_000_000, "ct": 200_000}
 MAP_DIR = Path(__file__).resolve().parent.parent / "config" / "regmaps"
 FIX_MAP = "check the register map against the transmitter's manual (weight type, word order, decimals)"
 _WIDTH = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}

@@ -18,9 +18,11 @@ and prints until a well-formed line comes back (``resync``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.identify import RESYNC_LINES, LineSession
 from drivers.kinds import Identity, Weight
 from drivers.sbi_format import (
     FIX_RESYNC, UNIT_UG, ErrorLine, ForeignUnit, Reading, Reply, Special, parse_line,
@@ -29,8 +31,6 @@ from drivers.serial_link import SerialLink
 
 ESC = b"\x1b"
 _RESYNC_ROUNDS = 2
-_RESYNC_LINES = 8
-_QUIET_S = 0.05  # a balance answers within ms; this long of silence means "nothing more"
 _MAX_INFO = 40
 
 _SPECIALS = {
@@ -46,7 +46,7 @@ _ADJUST_FIX = {
 }
 
 
-class SbiBalance:
+class SbiBalance(LineSession):
     """A Sartorius balance in SBI mode. Implements ``drivers.kinds.Scale``.
 
     ``*_setting`` name where the user changes things (config keys), so fix
@@ -97,47 +97,11 @@ class SbiBalance:
             "RTS/CTS handshake)"
         )
 
-    # -- session -----------------------------------------------------------
+    # -- session (connect, reconnect, close: drivers/identify.py) -----------
 
-    def connect(self) -> Identity:
-        self.link.open()
-        try:
-            ident = self._identify()
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if self.use_identify and want is not None and ident.serial != want:
-                raise LinkError(
-                    f"a different balance (serial {ident.serial}) answers on {self.link.url}; "
-                    f"expected {want}",
-                    f"plug the right balance in, or update {self.serial_setting}",
-                    transcript=self.link.transcript(),
-                )
-        except BaseException:
-            self.link.close()
-            raise
-        if self.identity is None:
-            self.identity = ident
-        return ident
-
-    def identify(self) -> Identity:
-        return self.connect()
-
-    def recover(self) -> Identity:
-        return self.reconnect()
-
-    def reconnect(self) -> Identity:
-        """Reopen the same URL and prove it is the same balance as before."""
-        self.link.close()
-        return self.connect()
-
-    def close(self) -> None:
-        self.link.close()
-
-    def __enter__(self) -> SbiBalance:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @property
+    def _checks_serial(self) -> bool:
+        return self.use_identify
 
     def _identify(self) -> Identity:
         self.resync()
@@ -152,22 +116,16 @@ class SbiBalance:
     def _info(self, cmd: bytes, what: str) -> tuple[str, tuple[str, ...]]:
         shown = f"ESC {cmd.decode()}"
         self._send(cmd)
-        try:
-            line = self.link.read_line(self.reply_timeout)
-        except ReplyTimeout as e:
-            self._dirty = True
-            raise LinkError(
-                f"the balance on {self.link.url} did not answer {shown} ({what})",
-                f"{self.fix_framing}; a model without identification commands needs "
-                f"{self.identify_setting} set to false",
-                transcript=self.link.transcript(),
-            ) from e
-        except ProtocolError:
-            self._recover()
-            raise
-        except LinkError:
-            self._dirty = True
-            raise
+        with self._recovering():
+            try:
+                line = self.link.read_line(self.reply_timeout)
+            except ReplyTimeout as e:
+                raise LinkError(
+                    f"the balance on {self.link.url} did not answer {shown} ({what})",
+                    f"{self.fix_framing}; a model without identification commands needs "
+                    f"{self.identify_setting} set to false",
+                    transcript=self.link.transcript(),
+                ) from e
         text = line.decode("ascii", "replace").strip(' "')
         if not text or len(text) > _MAX_INFO or any(b < 0x20 or b > 0x7E for b in line):
             err = ProtocolError(
@@ -193,17 +151,12 @@ class SbiBalance:
             self.link.discard_input()
             self._drain()
             self._send(b"P")
-            for _ in range(_RESYNC_LINES):
+            for _ in range(RESYNC_LINES):
                 try:
-                    parse_line(self.link.read_line(self.reply_timeout))
+                    with self._link_errors():
+                        parse_line(self.link.read_line(self.reply_timeout))
                 except ProtocolError:
                     continue
-                except ReplyTimeout as e:
-                    self._dirty = True
-                    raise self._silent(e) from e
-                except LinkError:
-                    self._dirty = True
-                    raise
                 self._drain()
                 self._dirty = False
                 return
@@ -213,15 +166,6 @@ class SbiBalance:
             f"{FIX_RESYNC}; {self.fix_framing}",
             transcript=self.link.transcript(),
         )
-
-    def _drain(self) -> None:
-        for _ in range(_RESYNC_LINES):
-            try:
-                self.link.read_line(_QUIET_S)
-            except ProtocolError:
-                continue
-            except ReplyTimeout:
-                return
 
     # -- commands ----------------------------------------------------------
 
@@ -301,25 +245,23 @@ class SbiBalance:
     def _print(self, timeout: float) -> tuple[Reply, tuple[str, ...]]:
         if self._dirty:
             self.resync()
-        raw = ["> ESC P"]
-        try:
+        with self._recovering(), self._link_errors():
             self._send(b"P")
-            line = self.link.read_line(timeout)
-            try:
-                reply = parse_line(line)
-            except ProtocolError as e:
-                raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-        except ProtocolError:
-            self._recover()
-            raise
+            reply, shown = self._read_reply(parse_line, timeout)
+        return reply, ("> ESC P", shown)
+
+    @contextmanager
+    def _link_errors(self) -> Iterator[None]:
+        """A failed read may leave a late line in flight: the next command resyncs
+        first. Silence gets the SBI hints (framing, automatic printing)."""
+        try:
+            yield
         except ReplyTimeout as e:
             self._dirty = True
             raise self._silent(e) from e
         except LinkError:
             self._dirty = True
             raise
-        raw.append(f"< {line.decode('ascii')}")  # parse_line vouched for ASCII
-        return reply, tuple(raw)
 
     def _silent(self, e: ReplyTimeout) -> ReplyTimeout:
         return ReplyTimeout(
@@ -335,9 +277,3 @@ class SbiBalance:
         except LinkError:
             self._dirty = True
             raise
-
-    def _recover(self) -> None:
-        try:
-            self.resync()
-        except (LinkError, ProtocolError):
-            self._dirty = True  # the caller's error is the one to report

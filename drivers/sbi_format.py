@@ -28,15 +28,14 @@ touches a weight. :func:`parse_line` raises only ``ProtocolError``.
 
 from __future__ import annotations
 
-import decimal
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Union
 
 from drivers.errors import ProtocolError
+from drivers.units import MAX_VALUE_CHARS, UNIT_UG, exact_micrograms
 
-UNIT_UG = {"mg": 1_000, "g": 1_000_000, "kg": 1_000_000_000, "ct": 200_000}
 SHORT, LONG = 14, 20  # line lengths without CR LF (16 and 22 on the wire)
 ID_WIDTH = 6
 FIX_RESYNC = "the driver resynchronises with ESC P; if it repeats, check baud rate and framing"
@@ -114,17 +113,9 @@ def _bad(raw: bytes, why: str) -> ProtocolError:
 def to_micrograms(value: str, unit: str) -> int:
     """Exact conversion of a signed decimal string in ``unit`` to integer µg."""
     sign, number = (value[0], value[1:]) if value[:1] in ("+", "-") else ("+", value)
-    if _NUMBER.fullmatch(number) is None or len(number) > 20:
+    if _NUMBER.fullmatch(number) is None or len(number) > MAX_VALUE_CHARS:
         raise ValueError(f"not a decimal weight value: {value!r}")
-    if unit not in UNIT_UG:
-        raise ValueError(f"unsupported unit {unit!r}")
-    with decimal.localcontext() as ctx:
-        ctx.prec = 60
-        ctx.traps[decimal.Inexact] = True
-        ug = Decimal(number) * UNIT_UG[unit]
-        if ug != ug.to_integral_value():
-            raise ValueError(f"{value} {unit} is finer than 1 µg")
-        n = int(ug)
+    n = exact_micrograms(number, unit, value)
     return -n if sign == "-" else n
 
 

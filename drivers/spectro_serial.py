@@ -10,11 +10,14 @@ Every command is one ASCII line (CR LF); the device answers ACK (0x06) or NAK
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
 from drivers import spectro_frames as wire
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.identify import check_serial
 from drivers.kinds import Identity
 from drivers.serial_link import SerialLink
 
@@ -74,13 +77,7 @@ class SerialSpectrometer:
             serial = wire.parse_text(self._query(f"?x{SLOT_SERIAL}", raw), "serial number")
             pixels = wire.parse_uint(self._query(f"?x{SLOT_PIXELS}", raw), "pixel count", wire.MAX_PIXELS)
             max_counts = wire.parse_uint(self._query(f"?x{SLOT_MAX_COUNTS}", raw), "ADC full scale", 65535)
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if want is not None and serial != want:
-                raise LinkError(
-                    f"a different spectrometer (serial {serial}) answers on {self.link.url}; expected {want}",
-                    f"plug the right spectrometer in, or update {self.serial_setting}",
-                    transcript=self.link.transcript(),
-                )
+            check_serial(self, serial, device="spectrometer")
             if pixels < 1 or max_counts < 1:
                 raise ProtocolError(
                     f"spectrometer reports {pixels} pixels and full scale {max_counts}",
@@ -167,7 +164,7 @@ class SerialSpectrometer:
         if not self.pixel_count:
             self.identify()
         exposure_s = self.integration_us * self.scans / 1e6
-        try:
+        with self._dirty_on_error():
             if self._dirty:
                 self.resync()
             self.link.write_line("S")
@@ -182,12 +179,6 @@ class SerialSpectrometer:
                 header, counts = self._read_ascii()
             else:
                 header, counts = self._read_binary()
-        except ProtocolError as e:
-            self._dirty = True
-            raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None
-        except LinkError:
-            self._dirty = True
-            raise
         raw = ("> S", f"< STX {header.describe()}",
                f"< {header.pixels} counts, min {int(counts.min())}, max {int(counts.max())}")
         self.last_frame = wire.Frame(header, counts, raw)
@@ -226,7 +217,7 @@ class SerialSpectrometer:
     def _exchange(self, cmd: str, *, query: bool) -> bytes:
         if self._dirty:
             self.resync()
-        try:
+        with self._dirty_on_error():
             self.link.write_line(cmd)
             reply = self.link.read_exact(1, self.reply_timeout)
             if reply == wire.NAK:
@@ -237,6 +228,13 @@ class SerialSpectrometer:
                     wire.FIX_RESYNC, transcript=self.link.transcript(),
                 )
             return self.link.read_line(self.reply_timeout) if query else b""
+
+    @contextmanager
+    def _dirty_on_error(self) -> Iterator[None]:
+        """After a failed exchange bytes may still be in flight: the next one
+        resyncs first. Protocol errors get the link's transcript."""
+        try:
+            yield
         except ProtocolError as e:
             self._dirty = True
             raise ProtocolError(e.what, e.fix, transcript=self.link.transcript()) from None

@@ -1,8 +1,6 @@
 """The driver against the MT-SICS simulator over real ptys and TCP sockets."""
 
-import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -15,35 +13,20 @@ from drivers.mtsics import MtSicsBalance
 from drivers.serial_link import SerialLink
 from drivers.sim.control import SimControl
 from drivers.sim.mtsics import MtSicsSimulator
+from simhelp import SIM_CLI, read_line, scale_sim, sim_fixtures, start_cli, start_cli_json, stop_cli
 
 SIM_SERIAL = "SIM0000001"
 
 
 def make_sim(tmp_path, **kw) -> MtSicsSimulator:
-    kw.setdefault("settle_s", 0.1)
-    kw.setdefault("stable_timeout_s", 1.0)
-    kw.setdefault("seed", 1)
-    if "tcp" not in kw:
-        kw.setdefault("link_path", str(tmp_path / "usb-Mettler_Toledo_balance-if00"))
-    return MtSicsSimulator(**kw)
+    return scale_sim(MtSicsSimulator, tmp_path, "usb-Mettler_Toledo_balance-if00", **kw)
 
 
 def make_balance(port: str, **kw) -> MtSicsBalance:
     return MtSicsBalance(SerialLink(port, timeout=0.5), reply_timeout=0.4, stable_timeout=2.0, **kw)
 
 
-@pytest.fixture
-def sim(tmp_path):
-    with make_sim(tmp_path) as s:
-        yield s
-
-
-@pytest.fixture
-def bal(sim):
-    b = make_balance(sim.port)
-    b.connect()
-    yield b
-    b.close()
+sim, bal = sim_fixtures(make_sim, make_balance)
 
 
 def test_connect_identifies_through_the_by_id_symlink(sim, bal):
@@ -237,25 +220,10 @@ def test_control_interface_in_process(sim, bal):
         assert ctl.send("fault")["ok"] is False
 
 
-def _read_line(proc: subprocess.Popen, timeout: float) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "simulator CLI printed nothing"
-    return proc.stdout.readline()
-
-
 def test_standalone_sim_cli(tmp_path):
     link = tmp_path / "balance"
-    code = (
-        "import argparse, drivers.sim.cli as c; p = argparse.ArgumentParser(); "
-        "c.add_arguments(p); raise SystemExit(c.run(p.parse_args()))"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "--protocol", "mtsics", "--link", str(link),
-         "--settle", "0.05", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc, info = start_cli_json("--protocol", "mtsics", "--link", str(link), "--settle", "0.05")
     try:
-        info = json.loads(_read_line(proc, 10))
         assert info["port"] == str(link)
         host, port = info["control"].rsplit(":", 1)
         with SimControl(host, int(port)) as ctl:
@@ -270,30 +238,21 @@ def test_standalone_sim_cli(tmp_path):
             assert bal.reconnect().serial == SIM_SERIAL
             bal.close()
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        err = stop_cli(proc, check=False)
     assert proc.returncode == 0, err
     assert not link.exists()  # the by-id link goes away with the device
 
 
 def test_sim_cli_human_line_and_bad_link_dir(tmp_path):
-    code = (
-        "import argparse, drivers.sim.cli as c; p = argparse.ArgumentParser(); "
-        "c.add_arguments(p); raise SystemExit(c.run(p.parse_args()))"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "--tcp", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_cli("--tcp", "127.0.0.1:0")
     try:
-        line = _read_line(proc, 10)
+        line = read_line(proc, 10)
         assert "on socket://127.0.0.1:" in line and "control on 127.0.0.1:" in line
     finally:
-        os.kill(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=10)
+        stop_cli(proc, signal.SIGINT, check=False)
     assert proc.returncode == 0
     bad = subprocess.run(
-        [sys.executable, "-c", code, "--link", str(tmp_path / "missing-dir" / "bal")],
+        [sys.executable, "-c", SIM_CLI, "--link", str(tmp_path / "missing-dir" / "bal")],
         capture_output=True, text=True, timeout=20,
     )
     assert bad.returncode == 1 and "cannot start the simulator" in bad.stderr

@@ -1,8 +1,6 @@
 """SbiBalance against the SBI simulator over real ptys (7O1 framing on both ends) and TCP."""
 
-import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -17,18 +15,14 @@ from drivers.serial_link import SerialLink
 from drivers.sim.control import SimControl
 from drivers.sim.framing import Framing
 from drivers.sim.sbi import SARTORIUS_DEFAULT, SbiSimulator
+from simhelp import SIM_CLI, read_line, scale_sim, sim_fixtures, start_cli, start_cli_json, stop_cli
 
 SIM_SERIAL = "0034309393"
 WIRE = dict(baudrate=1200, bytesize=7, parity="O", stopbits=1, rtscts=True)
 
 
 def make_sim(tmp_path, **kw) -> SbiSimulator:
-    kw.setdefault("settle_s", 0.1)
-    kw.setdefault("stable_timeout_s", 1.0)
-    kw.setdefault("seed", 1)
-    if "tcp" not in kw:
-        kw.setdefault("link_path", str(tmp_path / "usb-Sartorius_balance-if00-port0"))
-    return SbiSimulator(**kw)
+    return scale_sim(SbiSimulator, tmp_path, "usb-Sartorius_balance-if00-port0", **kw)
 
 
 def make_balance(port: str, wire=WIRE, **kw) -> SbiBalance:
@@ -37,18 +31,7 @@ def make_balance(port: str, wire=WIRE, **kw) -> SbiBalance:
     return SbiBalance(link, reply_timeout=0.4, poll_s=0.02, **kw)
 
 
-@pytest.fixture
-def sim(tmp_path):
-    with make_sim(tmp_path) as s:
-        yield s
-
-
-@pytest.fixture
-def bal(sim):
-    b = make_balance(sim.port)
-    b.connect()
-    yield b
-    b.close()
+sim, bal = sim_fixtures(make_sim, make_balance)
 
 
 def test_identifies_through_the_by_id_symlink_with_sartorius_framing(sim, bal):
@@ -285,25 +268,10 @@ def test_control_interface(sim, bal):
             bal.weigh_now()
 
 
-def _read_line(proc: subprocess.Popen, timeout: float) -> str:
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, "simulator CLI printed nothing"
-    return proc.stdout.readline()
-
-
-_CLI = ("import argparse, drivers.sim.cli as c; p = argparse.ArgumentParser(); "
-        "c.add_arguments(p); raise SystemExit(c.run(p.parse_args()))")
-
-
 def test_standalone_sim_cli_protocol_sbi(tmp_path):
     link = tmp_path / "balance"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "--protocol", "sbi", "--link", str(link), "--settle", "0.05",
-         "--long-format", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc, info = start_cli_json("--protocol", "sbi", "--link", str(link), "--settle", "0.05", "--long-format")
     try:
-        info = json.loads(_read_line(proc, 10))
         assert info["port"] == str(link) and info["serial"] == SIM_SERIAL
         host, port = info["control"].rsplit(":", 1)
         with SimControl(host, int(port)) as ctl:
@@ -315,22 +283,19 @@ def test_standalone_sim_cli_protocol_sbi(tmp_path):
             assert bal.recover().serial == SIM_SERIAL
             bal.close()
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        err = stop_cli(proc, check=False)
     assert proc.returncode == 0, err
     assert not link.exists()
 
 
 def test_sim_cli_human_line_and_bad_unit():
-    proc = subprocess.Popen([sys.executable, "-c", _CLI, "--protocol", "sbi", "--tcp", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("--protocol", "sbi", "--tcp", "127.0.0.1:0")
     try:
-        line = _read_line(proc, 10)
+        line = read_line(proc, 10)
         assert line.startswith("Sartorius SBI balance simulator (1200 7O1, RTS/CTS, serial 0034309393) on ")
     finally:
-        os.kill(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=10)
+        stop_cli(proc, signal.SIGINT, check=False)
     assert proc.returncode == 0
-    bad = subprocess.run([sys.executable, "-c", _CLI, "--protocol", "sbi", "--unit", "stone"],
+    bad = subprocess.run([sys.executable, "-c", SIM_CLI, "--protocol", "sbi", "--unit", "stone"],
                          capture_output=True, text=True, timeout=20)
     assert bad.returncode == 2 and "unknown unit 'stone'" in bad.stderr and "--unit" in bad.stderr

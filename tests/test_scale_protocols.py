@@ -9,22 +9,14 @@ import json
 
 import pytest
 
-from stationproc import Proc, SimProcess, child_env, station, station_cmd, write_config
+from stationproc import MTSICS, Proc, SimProcess, child_env, station, station_cmd, write_config
 from test_e2e import independent_check
 
 STONES = [(99_800, "0.50", "0.499"), (199_800, "1.00", "0.999"), (123_400, "0.61", "0.617")]
 
 # protocol -> (simulator arguments, device table; {port} is the simulator's port)
 SCALES = {
-    "mtsics": ((), """\
-[devices.scale]
-kind = "scale"
-driver = "mtsics"
-port = "{port}"
-simulate = true
-serial = "SIM0000001"
-reply_timeout_s = 1.0
-"""),
+    "mtsics": ((), MTSICS),
     "sbi": ((), """\
 [devices.scale]
 kind = "scale"

@@ -12,6 +12,7 @@ from drivers.serial_link import SerialLink
 from drivers.sim.control import SimControl
 from drivers.sim.spectrometer import SerialSpectrometerSimulator
 from drivers.spectro_serial import SerialSpectrometer
+from simhelp import on_pty, sim_fixtures
 
 SERIAL = "SPX0000001"
 SPEED = 20.0  # integration waits run 20x faster than real time
@@ -20,27 +21,14 @@ SPEED = 20.0  # integration waits run 20x faster than real time
 def make_sim(tmp_path, **kw) -> SerialSpectrometerSimulator:
     kw.setdefault("speed", SPEED)
     kw.setdefault("seed", 7)
-    if "tcp" not in kw:
-        kw.setdefault("link_path", str(tmp_path / "usb-SIM_CCD2048-if00"))
-    return SerialSpectrometerSimulator(**kw)
+    return SerialSpectrometerSimulator(**on_pty(tmp_path, "usb-SIM_CCD2048-if00", kw))
 
 
 def make_driver(port: str, **kw) -> SerialSpectrometer:
     return SerialSpectrometer(SerialLink(port, baudrate=115200, timeout=0.5), reply_timeout=0.4, **kw)
 
 
-@pytest.fixture
-def sim(tmp_path):
-    with make_sim(tmp_path) as s:
-        yield s
-
-
-@pytest.fixture
-def spec(sim):
-    d = make_driver(sim.port)
-    d.identify()
-    yield d
-    d.close()
+sim, spec = sim_fixtures(make_sim, make_driver, connect="identify")
 
 
 def test_identifies_through_the_by_id_symlink_and_is_a_spectrometer(sim, spec):

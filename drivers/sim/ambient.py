@@ -20,6 +20,7 @@ from drivers.modbus_codes import FC_READ_HOLDING, FC_READ_INPUT
 from drivers.regdecode import encode_ambient
 from drivers.regmap import AmbientRegisterMap, load_map
 from drivers.sim import control
+from drivers.sim.lifecycle import SimulatedDevice
 from drivers.sim.modbus_wire import ModbusWire
 
 __all__ = ["AmbientRegisters", "AmbientSimulator"]
@@ -68,7 +69,7 @@ class AmbientRegisters:
         return None
 
 
-class AmbientSimulator(AmbientRegisters):
+class AmbientSimulator(AmbientRegisters, SimulatedDevice):
     def __init__(self, regmap: AmbientRegisterMap | str = "ambient-sht20", *, unit_id: int = 1,
                  temperature_dc: int = 215, humidity_dpct: int = 450,
                  link_path: str | None = None, tcp: tuple[str, int] | None = None) -> None:
@@ -77,35 +78,6 @@ class AmbientSimulator(AmbientRegisters):
         size, hook = self.bank()
         self._wire = ModbusWire({unit_id: size}, hook, framing="rtu", link_path=link_path, tcp=tcp,
                                 name="ambient-sim")
-        self._control: control.ControlServer | None = None
-
-    @property
-    def port(self) -> str:
-        return self._wire.path
-
-    @property
-    def plugged(self) -> bool:
-        return self._wire.plugged
-
-    def start(self) -> AmbientSimulator:
-        self._wire.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_control()
-        self._wire.stop()
-
-    def __enter__(self) -> AmbientSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def unplug(self) -> None:
-        self._wire.unplug()
-
-    def replug(self) -> None:
-        self._wire.replug()
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
         if kind == "stale" and seconds is None:
@@ -136,12 +108,3 @@ class AmbientSimulator(AmbientRegisters):
             return {"ok": False, "error": f"an ambient sensor has no {name!r}; use temp C, humidity RH, "
                                           "fault crc|noreply|exception|stale, fault timeout S, unplug, replug, clear, status"}
         return control.run_command(self, line)
-
-    def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._control = control.ControlServer(self, host, port)
-        return self._control.address
-
-    def stop_control(self) -> None:
-        server, self._control = self._control, None
-        if server is not None:
-            server.stop()

@@ -7,19 +7,10 @@ control interface listens, then blocks; tests and the demo read that line.
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import sys
-import threading
+
+from drivers.sim.serve import cannot_start, host_port, serve
 
 PROTOCOLS = ("mtsics", "sbi", "modbus-rtu", "modbus-tcp")
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--link", metavar="PATH",
                        help="keep a symlink at PATH pointing at the pty, like /dev/serial/by-id")
-    where.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
+    where.add_argument("--tcp", metavar="HOST:PORT", type=host_port,
                        help="listen on TCP instead of a pty (port 0 picks a free port)")
-    parser.add_argument("--control", metavar="HOST:PORT", type=_host_port,
+    parser.add_argument("--control", metavar="HOST:PORT", type=host_port,
                         default=("127.0.0.1", 0),
                         help="control interface address (default 127.0.0.1:0)")
     parser.add_argument("--settle", metavar="S", type=float, default=0.5,
@@ -49,35 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stop, sim = threading.Event(), None
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            sim = _make_sim(args)
-            sim.start()
-            host, port = sim.start_control(*args.control)
-        except OSError as e:
-            print(f"error: cannot start the simulator: {e}. Fix: choose another --link path "
-                  "or --tcp/--control address", file=sys.stderr)
-            return 1
-        except ValueError as e:  # a bad register map, unit or option
-            print(f"error: {e}. Fix: check --protocol, --unit and --map (see --help)", file=sys.stderr)
-            return 2
-        if args.json:
-            print(json.dumps({"port": sim.port, "control": f"{host}:{port}",
-                              "serial": sim.serial}))
-        else:
-            print(f"{_describe(sim, args)} on {sim.port}; control on {host}:{port}")
-        sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
-    finally:
-        if sim is not None:
-            sim.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return serve(lambda: _make_sim(args), args.control, as_json=args.json,
+                 describe=lambda sim: _describe(sim, args), refuse=_refuse)
+
+
+def _refuse(e: Exception) -> tuple[str, int]:
+    if isinstance(e, ValueError):  # a bad register map, unit or option
+        return f"error: {e}. Fix: check --protocol, --unit and --map (see --help)", 2
+    return cannot_start(e)
 
 
 def _make_sim(args: argparse.Namespace):

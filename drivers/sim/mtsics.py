@@ -10,11 +10,10 @@ shared with the other scale simulators.
 from __future__ import annotations
 
 import math
-import random
-import threading
 import time
 from decimal import Decimal
 
+from drivers.sim.faults import LineFaults
 from drivers.sim.port import SimPort
 from drivers.sim.scale_physics import CAPACITY_UG, ScalePhysics, ScaleSimulator, round_to
 
@@ -63,29 +62,17 @@ class MtSicsSimulator(ScaleSimulator):
         # The unit set in the balance's menu; anything but g shows how the
         # driver handles a balance set to oz, dwt...
         self.unit = unit
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
-        self._next_fault: str | None = None
-        self._mute_until = 0.0
+        self.faults = LineFaults(seed=seed)
         self._init_wire(SimPort(self._handle, on_plug=self._power_up_line,
                                 link_path=link_path, tcp=tcp, name="mtsics-sim"))
 
     # -- fault switches (any thread) -----------------------------------------
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
-        with self._lock:
-            if kind in ("garbage", "partial"):
-                self._next_fault = kind
-            elif kind == "timeout":
-                if seconds is None or seconds < 0:
-                    raise ValueError("fault timeout needs a duration in seconds")
-                self._mute_until = time.monotonic() + seconds
-            else:
-                raise ValueError(f"unknown fault {kind!r}; use garbage, partial or timeout")
+        self.faults.inject(kind, seconds)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._next_fault, self._mute_until = None, 0.0
+        self.faults.clear()
 
     # -- protocol (service thread) ------------------------------------------
 
@@ -94,21 +81,16 @@ class MtSicsSimulator(ScaleSimulator):
 
     def _send(self, text: str) -> None:
         data = f"{text}\r\n".encode("ascii")
-        with self._lock:
-            fault, self._next_fault = self._next_fault, None
+        fault = self.faults.take()
         if fault == "garbage":
-            # Bytes >= 0x80 never form a valid line and never contain CR LF.
-            n = self._rng.randint(4, 16)
-            data = bytes(self._rng.randrange(0x80, 0x100) for _ in range(n)) + b"\r\n"
+            data = self.faults.garbage() + b"\r\n"
         elif fault == "partial":
             data = data[: max(1, len(text) // 2)]
         self._wire.write(data)
 
     def _handle(self, line: bytes) -> None:
         cmd = line.decode("ascii", "replace").strip()
-        with self._lock:
-            muted = time.monotonic() < self._mute_until
-        if muted or not cmd:
+        if self.faults.muted or not cmd:
             return
         if cmd in ("@", "I4"):
             return self._send(f'I4 A "{self.serial}"')

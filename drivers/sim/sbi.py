@@ -9,13 +9,12 @@ a client at the wrong baud rate gets no answer, as from a real balance.
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from drivers.sbi_format import UNIT_UG, format_line, format_special
 from drivers.sim.framing import Framing, PtyLine
+from drivers.sim.faults import LineFaults
 from drivers.sim.port import SimPort
 from drivers.sim.scale_physics import CAPACITY_UG, ScalePhysics, ScaleSimulator, round_to
 
@@ -77,10 +76,7 @@ class SbiSimulator(ScaleSimulator):
         self.long_format = long_format
         self.link_path = link_path
         self.last_mismatch: str | None = None
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
-        self._next_fault: str | None = None
-        self._mute_until = 0.0
+        self.faults = LineFaults(seed=seed)
         self._rx = bytearray()
         self._line = PtyLine()
         self._pending: tuple[bytes, float] | None = None
@@ -96,19 +92,10 @@ class SbiSimulator(ScaleSimulator):
         self.unit = unit
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
-        with self._lock:
-            if kind in ("garbage", "partial"):
-                self._next_fault = kind
-            elif kind == "timeout":
-                if seconds is None or seconds < 0:
-                    raise ValueError("fault timeout needs a duration in seconds")
-                self._mute_until = time.monotonic() + seconds
-            else:
-                raise ValueError(f"unknown fault {kind!r}; use garbage, partial or timeout")
+        self.faults.inject(kind, seconds)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._next_fault, self._mute_until = None, 0.0
+        self.faults.clear()
 
     def status(self) -> dict:
         return {**super().status(), "unit": self.unit, "format": 22 if self.long_format else 16,
@@ -123,15 +110,9 @@ class SbiSimulator(ScaleSimulator):
             self._line.plugged(fd)
 
     def _send(self, data: bytes) -> None:
-        with self._lock:
-            fault, self._next_fault = self._next_fault, None
+        fault = self.faults.take()
         if fault == "garbage":
-            n = self._rng.randint(4, 16)
-            if self.framing.bytesize == 7:  # a 7-bit UART: control characters, never CR LF
-                pool = [b for b in range(1, 0x20) if b not in (0x0A, 0x0D)]
-                data = bytes(self._rng.choice(pool) for _ in range(n)) + b"\r\n"
-            else:
-                data = bytes(self._rng.randrange(0x80, 0x100) for _ in range(n)) + b"\r\n"
+            data = self.faults.garbage(seven_bit=self.framing.bytesize == 7) + b"\r\n"
         elif fault == "partial":
             data = data[: max(1, (len(data) - 2) // 2)]
         if self.framing.bytesize == 7:
@@ -145,9 +126,7 @@ class SbiSimulator(ScaleSimulator):
             if self.last_mismatch:
                 self._rx.clear()  # at the wrong baud rate a UART hears only noise
                 return
-        with self._lock:
-            muted = time.monotonic() < self._mute_until
-        if muted:
+        if self.faults.muted:
             return
         self._rx += chunk
         for cmd in self._commands():

@@ -1,5 +1,6 @@
 """What every simulated scale shares, whatever its wire protocol: a pan with
-settling, noise, drift, zero/tare and capacity, plus the control-port plumbing.
+settling, noise, drift, zero/tare and capacity, plus the control words that
+reach it (the lifecycle and control port are ``drivers/sim/lifecycle.py``).
 
 Protocol simulators (MT-SICS, Sartorius SBI, Modbus transmitters) subclass
 :class:`ScaleSimulator`, own a :class:`~drivers.sim.port.SimPort` as
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from drivers.sim import control
+from drivers.sim.lifecycle import SimulatedDevice
 
 CAPACITY_UG = 220_000_000
 
@@ -111,7 +112,7 @@ class ScalePhysics:
         return None
 
 
-class ScaleSimulator:
+class ScaleSimulator(SimulatedDevice):
     """Control-facing half of a simulated scale; subclasses add the protocol.
 
     Subclasses set ``self.physics``, ``self.serial`` and ``self._wire`` (a
@@ -123,31 +124,6 @@ class ScaleSimulator:
 
     def _init_wire(self, wire) -> None:
         self._wire = wire
-        self._control: control.ControlServer | None = None
-
-    # -- lifecycle ---------------------------------------------------------
-
-    @property
-    def port(self) -> str:
-        return self._wire.path
-
-    @property
-    def plugged(self) -> bool:
-        return self._wire.plugged
-
-    def start(self):
-        self._wire.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_control()
-        self._wire.stop()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- physics (any thread) ----------------------------------------------
 
@@ -182,12 +158,6 @@ class ScaleSimulator:
         """The weighing unit set in the balance's menu (g, ct, oz ...)."""
         self.unit = unit
 
-    def unplug(self) -> None:
-        self._wire.unplug()
-
-    def replug(self) -> None:
-        self._wire.replug()
-
     def status(self) -> dict:
         value, stable = self.physics.reading()
         return {
@@ -198,18 +168,3 @@ class ScaleSimulator:
             "serial": self.serial,
             "plugged": self.plugged,
         }
-
-    # -- control interface (drivers/sim/control.py) -------------------------
-
-    def control(self, line: str) -> dict:
-        """Run one control command (``place 99800``, ``fault timeout 2`` ...)."""
-        return control.run_command(self, line)
-
-    def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._control = control.ControlServer(self, host, port)
-        return self._control.address
-
-    def stop_control(self) -> None:
-        server, self._control = self._control, None
-        if server is not None:
-            server.stop()

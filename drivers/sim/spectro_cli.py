@@ -10,12 +10,8 @@ It prints where the device is and where its control port listens, then blocks.
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import sys
-import threading
 
-from drivers.sim.cli import _host_port
+from drivers.sim.serve import cannot_start, host_port, serve
 
 PROTOCOLS = ("serial", "modbus-rtu", "modbus-tcp")
 
@@ -26,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link", metavar="PATH",
                         help="serial or modbus-rtu: sit on a pty and keep a symlink at PATH pointing at it, "
                              "like /dev/serial/by-id")
-    parser.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
+    parser.add_argument("--tcp", metavar="HOST:PORT", type=host_port,
                         help="listen on TCP (serial: instead of a pty; Modbus: default 127.0.0.1:0)")
-    parser.add_argument("--control", metavar="HOST:PORT", type=_host_port, default=("127.0.0.1", 0),
+    parser.add_argument("--control", metavar="HOST:PORT", type=host_port, default=("127.0.0.1", 0),
                         help="control interface address (default 127.0.0.1:0)")
     parser.add_argument("--serial", help="serial number to report (default SPX0000001 / SPM0000001)")
     parser.add_argument("--speed", type=float, default=1.0,
@@ -57,30 +53,7 @@ def _make(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    sim = None
-    try:
-        try:
-            sim = _make(args)
-            sim.start()
-            host, port = sim.start_control(*args.control)
-        except (OSError, ValueError) as e:
-            print(f"error: cannot start the spectrometer simulator: {e}. Fix: choose another --link path "
-                  "or --tcp/--control address", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps({"port": sim.port, "control": f"{host}:{port}", "serial": sim.serial,
-                              "protocol": args.protocol}))
-        else:
-            print(f"spectrometer simulator ({args.protocol}, serial {sim.serial}) on {sim.port}; "
-                  f"control on {host}:{port}")
-        sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
-    finally:
-        if sim is not None:
-            sim.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return serve(lambda: _make(args), args.control, as_json=args.json,
+                 refuse=lambda e: cannot_start(e, "the spectrometer simulator"),
+                 describe=lambda sim: f"spectrometer simulator ({args.protocol}, serial {sim.serial})",
+                 json_fields={"protocol": args.protocol})

@@ -11,8 +11,9 @@
   seed=, serial=)``); it is the physics model by default. A source with a ``coefficients`` attribute (the maker's stored
   wavelength calibration of that simulated instrument) has those reported by
   the device instead of the simulator's defaults.
-* :class:`SpectroSimulator`: identity, settings, exposure and the control-port
-  plumbing; protocol simulators (serial, Modbus) subclass it.
+* :class:`SpectroSimulator`: identity, settings and exposure (the lifecycle and
+  control port from ``drivers/sim/lifecycle.py``); protocol simulators
+  (serial, Modbus) subclass it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.sim import control
+from drivers.sim.lifecycle import SimulatedDevice
 from drivers.sim.spectro_physics import PhysicsSource
 
 SpectrumSource = Callable[[int, int, bool], np.ndarray]
@@ -122,7 +123,7 @@ DEFAULT_COEFFS = (380.0, 0.32, -1.2e-5, 1.0e-10)
 SOURCE_FACTORY: Callable[..., SpectrumSource] = PhysicsSource
 
 
-class SpectroSimulator:
+class SpectroSimulator(SimulatedDevice):
     """Identity, settings and exposure of a simulated spectrometer.
 
     Subclasses own ``self._wire`` (a SimPort or a Modbus server) and call
@@ -154,7 +155,6 @@ class SpectroSimulator:
         self.coefficients = tuple(float(c) for c in stored)
         self.integration_us, self.scans, self.lamp_on = 100_000, 1, False
         self.acquisitions = 0
-        self._control: control.ControlServer | None = None
 
     def exposure_s(self) -> float:
         """The real wait for one acquisition, scaled by ``speed``."""
@@ -205,23 +205,3 @@ class SpectroSimulator:
             "integration_us": self.integration_us, "scans": self.scans, "lamp_on": self.lamp_on,
             "acquisitions": self.acquisitions,
         }
-
-    @property
-    def port(self) -> str:  # overridden by protocol simulators
-        raise NotImplementedError
-
-    @property
-    def plugged(self) -> bool:
-        raise NotImplementedError
-
-    def control(self, line: str) -> dict:
-        return control.run_command(self, line)
-
-    def start_control(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._control = control.ControlServer(self, host, port)
-        return self._control.address
-
-    def stop_control(self) -> None:
-        server, self._control = self._control, None
-        if server is not None:
-            server.stop()

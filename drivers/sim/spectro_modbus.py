@@ -65,45 +65,26 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
     # -- lifecycle --------------------------------------------------------------
 
     @property
-    def port(self) -> str:
-        return self._wire.path
-
-    @property
     def address(self) -> tuple[str, int]:
         """(host, port) of the TCP listener (not for a pty)."""
         host, _, port = self.port.partition("://")[2].rpartition(":")
         return host, int(port)
 
     @property
-    def plugged(self) -> bool:
-        return self._wire.plugged
-
-    @property
     def wire(self) -> ModbusWire:
         return self._wire
 
-    def start(self) -> ModbusSpectrometerSimulator:
-        self._wire.start()
-        return self
-
     def stop(self) -> None:
-        self.stop_control()
         self._cancel.set()
-        self._wire.stop()
-
-    def __enter__(self) -> ModbusSpectrometerSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
     def unplug(self) -> None:
         self._cancel.set()
-        self._wire.unplug()
+        super().unplug()
 
     def replug(self) -> None:
         self._power_up()  # a power cycle: settings back to their defaults
-        self._wire.replug()
+        super().replug()
 
     # -- faults -------------------------------------------------------------------
 

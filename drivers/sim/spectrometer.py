@@ -9,12 +9,11 @@ a new command arriving meanwhile abandons the acquisition, as a resync needs.
 
 from __future__ import annotations
 
-import random
 import re
-import threading
 import time
 
 from drivers import spectro_frames as wire
+from drivers.sim.faults import LineFaults
 from drivers.sim.port import SimPort
 from drivers.sim.spectro_core import DEFAULT_COEFFS, SpectroSimulator, SpectrumSource
 from drivers.spectro_serial import (INTEGRATION_RANGE_US, SCANS_RANGE, SLOT_COEFFS, SLOT_MAX_COUNTS,
@@ -42,59 +41,17 @@ class SerialSpectrometerSimulator(SpectroSimulator):
         self._init_device(model=model, serial=serial, pixel_count=pixel_count, max_counts=max_counts,
                           coefficients=coefficients, source=source, seed=seed, speed=speed)
         self.ascii_mode = False
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._next_fault: str | None = None
-        self._mute_until = 0.0
+        self.faults = LineFaults(_FAULTS, seed=seed, usage=f"{', '.join(_FAULTS)} or timeout S")
         self._wire = SimPort(self._handle, on_plug=self._power_up, link_path=link_path, tcp=tcp,
                              name="spectro-sim")
-
-    # -- lifecycle ------------------------------------------------------------
-
-    @property
-    def port(self) -> str:
-        return self._wire.path
-
-    @property
-    def plugged(self) -> bool:
-        return self._wire.plugged
-
-    def start(self) -> SerialSpectrometerSimulator:
-        self._wire.start()
-        return self
-
-    def stop(self) -> None:
-        self.stop_control()
-        self._wire.stop()
-
-    def __enter__(self) -> SerialSpectrometerSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def unplug(self) -> None:
-        self._wire.unplug()
-
-    def replug(self) -> None:
-        self._wire.replug()
 
     # -- faults (any thread) ------------------------------------------------------
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
-        with self._lock:
-            if kind in _FAULTS:
-                self._next_fault = kind
-            elif kind == "timeout":
-                if seconds is None or seconds < 0:
-                    raise ValueError("fault timeout needs a duration in seconds")
-                self._mute_until = time.monotonic() + seconds
-            else:
-                raise ValueError(f"unknown fault {kind!r}; use {', '.join(_FAULTS)} or timeout S")
+        self.faults.inject(kind, seconds)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._next_fault, self._mute_until = None, 0.0
+        self.faults.clear()
         self.clear_scene_faults()
 
     # -- protocol (service thread) ---------------------------------------------------
@@ -104,10 +61,9 @@ class SerialSpectrometerSimulator(SpectroSimulator):
         self.integration_us, self.scans, self.lamp_on, self.ascii_mode = 100_000, 1, False, False
 
     def _send(self, data: bytes, *, block: bool = False) -> None:
-        with self._lock:
-            fault, self._next_fault = self._next_fault, None
+        fault = self.faults.take()
         if fault == "garbage":
-            data = bytes(self._rng.randrange(0x80, 0x100) for _ in range(self._rng.randint(4, 16)))
+            data = self.faults.garbage()
         elif fault == "nak":
             data = wire.NAK
         elif fault == "partial":
@@ -121,10 +77,8 @@ class SerialSpectrometerSimulator(SpectroSimulator):
         self._send(wire.ACK + (b"" if text is None else text.encode("ascii") + b"\r\n"))
 
     def _handle(self, line: bytes) -> None:
-        with self._lock:
-            muted = time.monotonic() < self._mute_until
         cmd = line.decode("ascii", "replace").strip()
-        if muted or not cmd:
+        if self.faults.muted or not cmd:
             return
         if cmd in ("aA", "bB"):
             self.ascii_mode = cmd == "aA"
