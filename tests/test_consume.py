@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 import signal
 
 import psycopg
@@ -148,6 +149,25 @@ def test_two_consumers_in_a_group_split_the_stream_one_sigkilled_and_restarted(m
     pub.close(), acks.close()
     a2.stop(), b.stop()
     a2.wait_for("stored"), b.wait_for("stored")
+    by_b = int(re.search(r"stored (\d+) new", b.output).group(1))
+    assert 0 < by_b < 400  # the group split the stream
+
+
+def test_a_consumer_sigkilled_and_restarted_resumes_its_session_without_loss(mosquitto, db, trust, keys):
+    records = chain(keys["a"], 300)
+    acks = Listener(mosquitto.port, "stations/+/acks", "station-side")
+    c = consumer(mosquitto.port, trust, db, "consumer-1")
+    c.wait_for("consuming")
+    pub = Publisher(mosquitto.port)
+    pub.send(records[:150])
+    os.kill(c.proc.pid, signal.SIGKILL)
+    c.proc.wait()
+    pub.send(records[150:])  # while it is down: the broker queues them in its session
+    c2 = consumer(mosquitto.port, trust, db, "consumer-1")
+    acks.wait(lambda: {a["seq"] for a in acks.acks()} == set(range(1, 301)), timeout=30)
+    assert [r[0] for r in rows(db)] == list(range(1, 301))
+    pub.close(), acks.close()
+    c2.stop()
 
 
 def test_clear_one_line_errors(mosquitto, trust, tmp_path, postgres):
