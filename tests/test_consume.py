@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from consumerkit import Listener, Publisher, chain, consumer, make_keys, record, reencoded, write_trust
-from pg import Postgres
+from station.app.postgres import Postgres
 from stationproc import station
 
 _db_names = itertools.count()
@@ -178,5 +178,5 @@ def test_clear_one_line_errors(mosquitto, trust, tmp_path, postgres):
     wrong = station("consume", "--trust", str(trust), "--host", "127.0.0.1", "--port", "1", "--db", "mysql://x/y")
     assert wrong.returncode == 1 and "unknown database kind 'mysql'" in wrong.stderr
     refused = station("consume", "--host", "127.0.0.1", "--port", "1", "--trust", str(trust),
-                      "--db", str(tmp_path / "c.sqlite"))
+                      "--db", str(tmp_path / "c.sqlite"), "--connect-timeout", "1")
     assert refused.returncode == 1 and "could not subscribe" in refused.stderr and "127.0.0.1:1" in refused.stderr

@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most one replay request per station every S seconds (default 5)")
     p.add_argument("--replay-max", type=int, default=1000, metavar="N",
                    help="ask for at most N seqs in one replay request (default 1000)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="give up at start if the broker has not accepted the subscription within S seconds (default 10)")
     p.add_argument("--count", type=int, metavar="N", help="stop after storing N new records (tests, benchmarks)")
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
 
@@ -196,7 +198,7 @@ def run(args) -> int:
     sub = MqttSubscriber(host, port, topic, client_id, on_message, tls=tls, manual_ack=True, on_problem=on_problem)
     sub_box.append(sub)
     try:
-        sub.start(timeout=10.0)
+        sub.start(timeout=args.connect_timeout)
     except StationError:
         store.close()
         raise

@@ -1,4 +1,4 @@
-"""A private PostgreSQL server for the tests: its own data directory, a free port
+"""A private PostgreSQL server for the tests and the bench: its own data directory, a free port
 on 127.0.0.1, stopped by the PID it started. The machine's own PostgreSQL (5432)
 is never touched. PostgreSQL refuses to run as root, so as root the server runs
 as the `postgres` user (the Debian package creates it)."""
@@ -16,17 +16,22 @@ import time
 from pathlib import Path
 
 from station.app.broker import free_port
+from station.errors import StationError
 
 
 def _bin_dir() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        raise RuntimeError("PostgreSQL is not installed; run `make system-deps` (apt-get install postgresql)")
+        raise StationError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)",
+                           "run `make system-deps`, or sudo apt-get install postgresql")
     return Path(found[-1]).parent
 
 
 class Postgres:
-    def __init__(self) -> None:
+    """``Postgres().start()``; ``fsync=False`` only where durability is not measured (tests)."""
+
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.fsync = fsync
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="station-pg-"))
         self.data = self.root / "data"
@@ -46,7 +51,9 @@ class Postgres:
 
     def start(self) -> Postgres:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not self.fsync:
+            opts += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
         return self
