@@ -180,3 +180,23 @@ def test_clear_one_line_errors(mosquitto, trust, tmp_path, postgres):
     refused = station("consume", "--host", "127.0.0.1", "--port", "1", "--trust", str(trust),
                       "--db", str(tmp_path / "c.sqlite"), "--connect-timeout", "1")
     assert refused.returncode == 1 and "could not subscribe" in refused.stderr and "127.0.0.1:1" in refused.stderr
+
+
+def test_postgresql_down_mid_stream_holds_the_acks_and_stores_everything_once_it_is_back(mosquitto, db, trust,
+                                                                                           keys, postgres):
+    records = chain(keys["a"], 60)
+    acks = Listener(mosquitto.port, "stations/+/acks", "station-side")
+    c = consumer(mosquitto.port, trust, db)
+    c.wait_for("consuming")
+    pub = Publisher(mosquitto.port)
+    pub.send(records[:20])
+    acks.wait(lambda: len(acks.acks()) == 20)
+    postgres.stop_server()
+    pub.send(records[20:])
+    c.wait_for(r"database .* failed .* not acknowledged, retrying")
+    assert len(acks.acks()) == 20  # nothing acked while nothing can be stored
+    postgres.start_server()
+    acks.wait(lambda: {a["seq"] for a in acks.acks()} == set(range(1, 61)), timeout=30)
+    assert [r[0] for r in rows(db)] == list(range(1, 61))
+    pub.close(), acks.close()
+    c.stop()

@@ -51,6 +51,10 @@ class Postgres:
 
     def start(self) -> Postgres:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        return self.start_server()
+
+    def start_server(self) -> Postgres:
+        """(Re)starts the server on the same data directory and port."""
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
         if not self.fsync:
             opts += " -c fsync=off"
@@ -69,6 +73,11 @@ class Postgres:
         return self.url(name)
 
     def stop(self) -> None:
+        self.stop_server()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def stop_server(self) -> None:
+        """Stops the server (fast shutdown: open sessions are cut) and keeps its data."""
         if self.pid is not None:
             try:
                 self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=30)
@@ -78,7 +87,6 @@ class Postgres:
             while time.monotonic() < deadline and _alive(self.pid):
                 time.sleep(0.05)
             self.pid = None
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
