@@ -74,6 +74,10 @@ class Ingestor:
         # One lock order for every consumer (PostgreSQL would otherwise deadlock two
         # consumers inserting the same redelivered keys in different orders).
         checked.sort(key=lambda t: (t[1].station_id or "", t[1].seq or 0))
+        # Neighbours inside the batch are linked from memory; only the batch's edges need the database.
+        self._batch = {(item.station_id, item.seq): (item.payload["prev"], digest)
+                       for _, item, digest in checked if digest is not None}
+        self._linked: set[tuple[str, int]] = set()  # stored now, with the link to seq + 1 checked
         for msg, item, digest in checked:
             on_topic = topic_station(msg.topic)
             if digest is not None and on_topic is not None and on_topic != item.station_id:
@@ -104,12 +108,15 @@ class Ingestor:
         # by the station's key), but raises an alarm: the chain forked or was reset.
         if seq == 1 and row.prev != bytes(32):
             self._alarm(out, station, seq, f"{station} seq 1: the first record of a chain must have prev = 32 zero bytes")
-        before = self.store.digest_at(station, seq - 1) if seq > 1 else None
-        if before is not None and before != row.prev:
-            self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq - 1} and {seq}")
-        after = self.store.prev_at(station, seq + 1)
+        if seq > 1 and (station, seq - 1) not in self._linked:  # else checked from seq - 1's side
+            before = self.store.digest_at(station, seq - 1)
+            if before is not None and before != row.prev:
+                self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq - 1} and {seq}")
+        nxt = self._batch.get((station, seq + 1))
+        after = nxt[0] if nxt is not None else self.store.prev_at(station, seq + 1)
         if after is not None and after != digest:
             self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq} and {seq + 1}")
+        self._linked.add((station, seq))
 
     def _reject(self, out: Outcome, msg: Incoming, station: str | None, reason: str,
                 seq: int | None = None, record_id: str | None = None) -> None:
