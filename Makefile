@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/spectro_modbus.py
 	$(BIN)/python bench/modbus_poll.py
+	$(BIN)/python bench/consumer_ingest.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

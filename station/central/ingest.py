@@ -108,12 +108,15 @@ class Ingestor:
         # by the station's key), but raises an alarm: the chain forked or was reset.
         if seq == 1 and row.prev != bytes(32):
             self._alarm(out, station, seq, f"{station} seq 1: the first record of a chain must have prev = 32 zero bytes")
-        if seq > 1 and (station, seq - 1) not in self._linked:  # else checked from seq - 1's side
-            before = self.store.digest_at(station, seq - 1)
-            if before is not None and before != row.prev:
-                self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq - 1} and {seq}")
+        check_before = seq > 1 and (station, seq - 1) not in self._linked  # else checked from seq - 1's side
         nxt = self._batch.get((station, seq + 1))
-        after = nxt[0] if nxt is not None else self.store.prev_at(station, seq + 1)
+        before = after = None
+        if check_before or nxt is None:
+            before, after = self.store.neighbours(station, seq)
+        if nxt is not None:
+            after = nxt[0]
+        if check_before and before is not None and before != row.prev:
+            self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq - 1} and {seq}")
         if after is not None and after != digest:
             self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq} and {seq + 1}")
         self._linked.add((station, seq))

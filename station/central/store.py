@@ -134,6 +134,14 @@ class Store:
         r = self.execute("SELECT prev FROM records WHERE station_id = %s AND seq = %s", (station_id, seq)).fetchone()
         return bytes(r[0]) if r else None
 
+    def neighbours(self, station_id: str, seq: int) -> tuple[bytes | None, bytes | None]:
+        """(digest of seq - 1, prev of seq + 1), each None when not stored: one round trip."""
+        found = {int(r[0]): r for r in self.execute(
+            "SELECT seq, digest, prev FROM records WHERE station_id = %s AND seq IN (%s, %s)",
+            (station_id, seq - 1, seq + 1)).fetchall()}
+        before, after = found.get(seq - 1), found.get(seq + 1)
+        return (bytes(before[1]) if before else None), (bytes(after[2]) if after else None)
+
     def contiguous_head(self, station_id: str, known: int) -> tuple[int, int | None]:
         """(h, next): every seq in known+1..h is stored and h+1 is not; ``next`` is the
         lowest stored seq above h (None when nothing is), so h+1..next-1 is a gap.
