@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import pytest
@@ -45,6 +46,18 @@ def test_the_same_record_twice_is_stored_once_and_acked_twice(ingest, store, key
     assert (first.stored, first.duplicates, again.stored, again.duplicates) == (5, 2, 0, 5)
     assert store.count() == 5 and store.count("rejected") == 0
     assert [a["verdict"] for a in first.acks["S1"] + again.acks["S1"]] == ["accepted"] * 12
+
+
+def test_two_different_records_for_one_seq_in_one_batch_store_the_first_and_reject_the_other(ingest, store, keys):
+    one = chain(keys["a"], 2)
+    other = record(keys["a"], 2, bytes(32), rid="other")
+    out = _run(ingest, store, [one[0], one[1], other, other])  # the first copy of a seq to arrive is kept
+    assert (out.stored, out.duplicates, out.rejected) == (2, 0, 2)  # the same rejected bytes: two acks, one row
+    assert store.digests([("S1", 2)]) == {("S1", 2): hashlib.sha256(one[1]).digest()}
+    assert store.count("rejected") == 1
+    assert [a["verdict"] for a in out.acks["S1"]].count("rejected") == 2
+    out = _run(ingest, store, [other])  # and against the table in a later batch
+    assert out.rejected == 1 and "two different signed records" in out.acks["S1"][0]["reason"]
 
 
 def test_a_record_on_another_stations_topic_is_rejected_and_acked_to_that_topic(ingest, store, keys):

@@ -65,61 +65,77 @@ class Ingestor:
         self.store = store
 
     def run(self, batch: list[Incoming]) -> Outcome:
-        """Writes the batch in the store's open transaction; the caller commits, then acks."""
+        """Writes the batch in the store's open transaction; the caller commits, then acks.
+
+        A handful of round trips per batch, not per record: one multi-row insert
+        (which reports the keys it stored), one read of the seqs that were already
+        there, one read of the chain neighbours at the batch's edges."""
         out = Outcome()
         checked = []
         for msg in batch:
             item, digest = check_one(msg.payload, self.trust, msg.topic)
-            checked.append((msg, item, digest))
-        # One lock order for every consumer (PostgreSQL would otherwise deadlock two
-        # consumers inserting the same redelivered keys in different orders).
-        checked.sort(key=lambda t: (t[1].station_id or "", t[1].seq or 0))
-        # Neighbours inside the batch are linked from memory; only the batch's edges need the database.
-        self._batch = {(item.station_id, item.seq): (item.payload["prev"], digest)
-                       for _, item, digest in checked if digest is not None}
-        self._linked: set[tuple[str, int]] = set()  # stored now, with the link to seq + 1 checked
-        for msg, item, digest in checked:
             on_topic = topic_station(msg.topic)
             if digest is not None and on_topic is not None and on_topic != item.station_id:
                 item.problems.append(f"published on {msg.topic} but claims station_id {item.station_id!r}")
+            checked.append((msg, item, digest, on_topic))
+        # One lock order for every consumer (PostgreSQL would otherwise deadlock two
+        # consumers inserting the same redelivered keys in different orders).
+        checked.sort(key=lambda t: (t[1].station_id or "", t[1].seq or 0))
+        rows: dict[tuple[str, int], Row] = {}  # the first copy of each key in the batch
+        for msg, item, digest, _ in checked:
+            if not item.problems and (item.station_id, item.seq) not in rows:
+                p = item.payload
+                rows[(item.station_id, item.seq)] = Row(item.station_id, item.seq, p["record_id"], digest,
+                                                         p["prev"], msg.payload, p["simulated"])
+        inserted = self.store.insert_many(list(rows.values()))
+        held = self.store.digests([k for k in rows if k not in inserted])  # what the table had before
+        final = {k: held.get(k, r.digest) for k, r in rows.items()}  # the digest each key now holds
+        new = set()
+        for msg, item, digest, on_topic in checked:
             if item.problems:
                 self._reject(out, msg, on_topic or item.station_id, "; ".join(item.problems))
                 continue
-            self._store(out, msg, item, digest)
+            key = (item.station_id, item.seq)
+            rid = item.payload["record_id"]
+            if final[key] != digest:
+                reason = (f"conflicts with the stored record for {key[0]} seq {key[1]}: two different signed "
+                          f"records for one seq (the station's chain forked)")
+                self._reject(out, msg, on_topic or key[0], reason, seq=key[1], record_id=rid)
+            elif key in inserted and key not in new:
+                new.add(key)
+                out.stored += 1
+                out.touched.add(key[0])
+                out.acks[key[0]].append({"seq": key[1], "record_id": rid, "verdict": ACCEPTED})
+            else:
+                out.duplicates += 1  # at-least-once delivery: ack it again, store nothing
+                out.acks[key[0]].append({"seq": key[1], "record_id": rid, "verdict": ACCEPTED})
+        self._check_links(out, [rows[k] for k in sorted(new)], rows, final)
         return out
 
-    def _store(self, out: Outcome, msg: Incoming, item, digest: bytes) -> None:
-        p, station, seq = item.payload, item.station_id, item.seq
-        row = Row(station, seq, p["record_id"], digest, p["prev"], msg.payload, p["simulated"])
-        if not self.store.insert(row):
-            first = self.store.digest_at(station, seq)
-            if first == digest:
-                out.duplicates += 1  # at-least-once delivery: ack it again, store nothing
-                out.acks[station].append({"seq": seq, "record_id": row.record_id, "verdict": ACCEPTED})
-                return
-            reason = (f"conflicts with the stored record for {station} seq {seq}: two different signed "
-                      f"records for one seq (the station's chain forked)")
-            self._reject(out, msg, topic_station(msg.topic) or station, reason, seq=seq, record_id=row.record_id)
-            return
-        out.stored += 1
-        out.touched.add(station)
-        out.acks[station].append({"seq": seq, "record_id": row.record_id, "verdict": ACCEPTED})
-        # A genuine record whose links do not match is still stored (it is signed
-        # by the station's key), but raises an alarm: the chain forked or was reset.
-        if seq == 1 and row.prev != bytes(32):
-            self._alarm(out, station, seq, f"{station} seq 1: the first record of a chain must have prev = 32 zero bytes")
-        check_before = seq > 1 and (station, seq - 1) not in self._linked  # else checked from seq - 1's side
-        nxt = self._batch.get((station, seq + 1))
-        before = after = None
-        if check_before or nxt is None:
-            before, after = self.store.neighbours(station, seq)
-        if nxt is not None:
-            after = nxt[0]
-        if check_before and before is not None and before != row.prev:
-            self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq - 1} and {seq}")
-        if after is not None and after != digest:
-            self._alarm(out, station, seq, f"{station}: hash chain broken between seq {seq} and {seq + 1}")
-        self._linked.add((station, seq))
+    def _check_links(self, out: Outcome, stored: list[Row], rows: dict, final: dict) -> None:
+        """A genuine record whose links do not match is still stored (it is signed by
+        the station's key), but raises an alarm: the chain forked or was reset."""
+        def here(key):  # (digest, prev) of a key the table holds as this batch's copy
+            r = rows.get(key)
+            return (r.digest, r.prev) if r is not None and final[key] == r.digest else None
+
+        new_keys = {(r.station_id, r.seq) for r in stored}
+        edges = [k for r in stored for k in ((r.station_id, r.seq - 1), (r.station_id, r.seq + 1))
+                 if k[1] >= 1 and k not in rows]
+        known = self.store.links(edges)
+        for r in stored:
+            if r.seq == 1 and r.prev != bytes(32):
+                self._alarm(out, r.station_id, 1, f"{r.station_id} seq 1: the first record of a chain must have "
+                                                  f"prev = 32 zero bytes")
+            before = here((r.station_id, r.seq - 1)) or known.get((r.station_id, r.seq - 1))
+            if before is not None and before[0] != r.prev:
+                self._alarm(out, r.station_id, r.seq,
+                            f"{r.station_id}: hash chain broken between seq {r.seq - 1} and {r.seq}")
+            after = here((r.station_id, r.seq + 1)) or known.get((r.station_id, r.seq + 1))
+            # Inside the batch, a pair of new records is reported once, from the lower seq's side.
+            if after is not None and after[1] != r.digest and (r.station_id, r.seq + 1) not in new_keys:
+                self._alarm(out, r.station_id, r.seq,
+                            f"{r.station_id}: hash chain broken between seq {r.seq} and {r.seq + 1}")
 
     def _reject(self, out: Outcome, msg: Incoming, station: str | None, reason: str,
                 seq: int | None = None, record_id: str | None = None) -> None:

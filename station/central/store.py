@@ -103,14 +103,37 @@ class Store:
 
     # -- writes (inside the caller's transaction) ---------------------------------
 
-    def insert(self, row: Row) -> bool:
-        """True if stored now; False if (station_id, seq) was already there."""
+    def insert_many(self, rows: list[Row]) -> set[tuple[str, int]]:
+        """One statement for the batch; returns the keys stored now (the others were there)."""
+        if not rows:
+            return set()
+        now = self._now()
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        params = tuple(v for r in rows for v in (r.station_id, r.seq, r.record_id, r.digest, r.prev, r.cose,
+                                                 r.simulated, now))
         cur = self.execute(
             "INSERT INTO records (station_id, seq, record_id, digest, prev, cose, simulated, received_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (station_id, seq) DO NOTHING",
-            (row.station_id, row.seq, row.record_id, row.digest, row.prev, row.cose, row.simulated, self._now()),
-        )
-        return cur.rowcount == 1
+            f"VALUES {values} ON CONFLICT (station_id, seq) DO NOTHING RETURNING station_id, seq", params)
+        return {(r[0], int(r[1])) for r in cur.fetchall()}
+
+    def _where_keys(self, keys: list[tuple[str, int]]) -> tuple[str, tuple]:
+        return (" OR ".join(["(station_id = %s AND seq = %s)"] * len(keys)),
+                tuple(v for k in keys for v in k))
+
+    def digests(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        if not keys:
+            return {}
+        where, params = self._where_keys(keys)
+        return {(r[0], int(r[1])): bytes(r[2])
+                for r in self.execute(f"SELECT station_id, seq, digest FROM records WHERE {where}", params)}
+
+    def links(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[bytes, bytes]]:
+        """(digest, prev) of each stored key."""
+        if not keys:
+            return {}
+        where, params = self._where_keys(list(dict.fromkeys(keys)))
+        return {(r[0], int(r[1])): (bytes(r[2]), bytes(r[3]))
+                for r in self.execute(f"SELECT station_id, seq, digest, prev FROM records WHERE {where}", params)}
 
     def reject(self, raw_sha256: bytes, topic: str, station_id: str | None, seq: int | None,
                record_id: str | None, cose: bytes, reason: str) -> None:
@@ -125,22 +148,6 @@ class Store:
                      (self._now(), station_id, seq, message))
 
     # -- reads ----------------------------------------------------------------------
-
-    def digest_at(self, station_id: str, seq: int) -> bytes | None:
-        r = self.execute("SELECT digest FROM records WHERE station_id = %s AND seq = %s", (station_id, seq)).fetchone()
-        return bytes(r[0]) if r else None
-
-    def prev_at(self, station_id: str, seq: int) -> bytes | None:
-        r = self.execute("SELECT prev FROM records WHERE station_id = %s AND seq = %s", (station_id, seq)).fetchone()
-        return bytes(r[0]) if r else None
-
-    def neighbours(self, station_id: str, seq: int) -> tuple[bytes | None, bytes | None]:
-        """(digest of seq - 1, prev of seq + 1), each None when not stored: one round trip."""
-        found = {int(r[0]): r for r in self.execute(
-            "SELECT seq, digest, prev FROM records WHERE station_id = %s AND seq IN (%s, %s)",
-            (station_id, seq - 1, seq + 1)).fetchall()}
-        before, after = found.get(seq - 1), found.get(seq + 1)
-        return (bytes(before[1]) if before else None), (bytes(after[2]) if after else None)
 
     def contiguous_head(self, station_id: str, known: int) -> tuple[int, int | None]:
         """(h, next): every seq in known+1..h is stored and h+1 is not; ``next`` is the
