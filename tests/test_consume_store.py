@@ -6,6 +6,7 @@ import hashlib
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from consumerkit import chain, make_keys, record, write_trust
 from station.central.gaps import GapWatch
@@ -136,3 +137,23 @@ def test_the_sqlite_schema_keys_records_by_station_and_seq(store, ingest, keys):
     with pytest.raises(sqlite3.IntegrityError):
         store.execute("INSERT INTO records (station_id, seq, record_id, digest, prev, cose, simulated, received_at) "
                       "VALUES ('S1', 1, 'x', x'00', x'00', x'00', 0, 'now')")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=600))
+def test_arbitrary_bytes_are_rejected_with_a_reason_never_a_crash(ingest, store, data):
+    out = _run(ingest, store, [data])
+    assert out.rejected == 1 and out.stored == 0
+    (ack,) = out.acks["S1"]
+    assert ack["verdict"] == "rejected" and ack["reason"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(i=st.integers(0, 10_000), b=st.integers(1, 255))
+def test_a_genuine_record_with_any_byte_flipped_is_rejected_or_is_the_same_signed_content(ingest, store, keys, i, b):
+    good = chain(keys["a"], 1)[0]
+    i %= len(good)
+    data = good[:i] + bytes([good[i] ^ b]) + good[i + 1:]
+    out = _run(ingest, store, [data])
+    if out.rejected != 1:  # only bytes that carry the very same signed content may be accepted
+        assert store.digests([("S1", 1)]) == {("S1", 1): hashlib.sha256(good).digest()}

@@ -73,8 +73,15 @@ class Consumer:
         self._db_errors = db_errors()
         self._touched: set[str] = set()
         self._last_check = 0.0
+        self.failure: str | None = None
 
     def run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # a bug: stop unacknowledged (the broker redelivers) and say so
+            self.failure = f"{type(exc).__name__}: {exc}"
+
+    def _loop(self) -> None:
         while not self.stop.is_set():
             batch = self._take(0.2)
             if batch:
@@ -232,4 +239,7 @@ def run(args) -> int:
     console.say("ok" if not consumer.rejected else "warn",
                 f"stored {consumer.stored} new record(s), {consumer.duplicates} duplicate(s), "
                 f"{consumer.rejected} rejected")
+    if consumer.failure:
+        raise StationError(f"the consumer stopped on an internal error ({consumer.failure}); records not yet "
+                           f"acknowledged stay in the broker session", "report it, then restart the consumer")
     return 0
