@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed-stamp
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_UPDATED := $(VENV)/.apt-updated
 
-.PHONY: all demo test setup system-deps bench lint clean
+.PHONY: all demo test setup system-deps bench lint clean mutation
 
 all: test
 
@@ -49,5 +49,17 @@ bench: setup
 	$(BIN)/python bench/modbus_poll.py
 	$(BIN)/python bench/consumer_ingest.py
 
+# Mutation testing (not part of `make test` or CI; about 20 min on 2 cores).
+# What is mutated and which tests run: [tool.mutmut] in pyproject.toml. The
+# score per file leaves out mutants that only change message text; see
+# docs/PERFORMANCE.md, "Mutation testing". Always a fresh run: mutmut's cache
+# would keep verdicts from before a test changed.
+mutation: setup
+	$(BIN)/pip install -q -e '.[test,mutation]'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 > mutation.log 2>&1 || { tail -c 2000 mutation.log; exit 1; }
+	@tail -c 300 mutation.log | tr '\r' '\n' | tail -2
+	$(BIN)/python tests/mutation_score.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache mutants mutation.log

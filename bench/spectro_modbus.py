@@ -1,8 +1,10 @@
 """A 2048-pixel spectrum over Modbus TCP through the driver, against raw pymodbus.
 
 The front-end simulator runs as its own process (`station sim spectrometer
---protocol modbus-tcp`), so server and client do not share one GIL. One run,
-rounds of alternating spectra:
+--protocol modbus-tcp`: a real pymodbus server behind the simulated wire that
+the scale simulator uses too), so server and client do not share one GIL. The
+simulated wire serves one TCP client at a time, like a serial line, so each
+side connects for its slice only. One run, rounds of alternating slices:
   1. raw: a bare pymodbus ModbusTcpClient doing 17 back-to-back FC04 reads
      (16 x 125 + 1 x 48 = 2048 registers), nothing decoded: the strongest
      baseline, the least work that moves 2048 registers;
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pymodbus
 from pymodbus.client import ModbusTcpClient
 
-from drivers.modbus_link_spectro_tmp import ModbusLink
+from drivers.modbus_link import ModbusLink
 from drivers.spectro_modbus import REG_SPECTRUM, ModbusSpectrometer
 
 TARGET_RATIO = 1.2
@@ -71,6 +73,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reads", type=int, default=200, help="spectra per side per round (default 200)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--slice", type=int, default=10, help="spectra per side before switching (default 10)")
     args = ap.parse_args()
 
     proc, info = start_simulator("modbus-tcp")
@@ -79,28 +82,41 @@ def main() -> int:
         spec = ModbusSpectrometer(ModbusLink(info["port"], timeout=2.0))
         spec.identify()
         spec.acquire()  # fill the spectrum registers
+        spec.close()
         raw = ModbusTcpClient(host, port=int(port), timeout=2.0, retries=0)
-        if not raw.connect():
-            raise SystemExit("error: the raw client cannot connect")
-        for _ in range(20):  # warm up both paths
-            raw_reads(raw)
-            driver_read(spec)
+
+        def driver_slice(n: int) -> list[float]:
+            spec.identify()
+            try:
+                return [driver_read(spec) for _ in range(n)]
+            finally:
+                spec.close()
+
+        def raw_slice(n: int) -> list[float]:
+            if not raw.connect():
+                raise SystemExit("error: the raw client cannot connect")
+            try:
+                return [raw_reads(raw) for _ in range(n)]
+            finally:
+                raw.close()
+
+        for _ in range(2):  # warm up both paths
+            driver_slice(args.slice)
+            raw_slice(args.slice)
         raw_all: list[float] = []
         drv_all: list[float] = []
         print(f"{'round':>5} {'raw 17 reads ms':>16} {'driver ms':>10} {'ratio':>6}")
         for r in range(args.rounds):
-            # Alternate one raw and one driver spectrum, so both sides see the
-            # same moments of a shared machine's load.
+            # Alternate short slices of each side, so both see the same
+            # moments of a shared machine's load.
             raw_t, drv_t = [], []
-            for _ in range(args.reads):
-                raw_t.append(raw_reads(raw))
-                drv_t.append(driver_read(spec))
+            for _ in range(max(1, args.reads // args.slice)):
+                raw_t += raw_slice(args.slice)
+                drv_t += driver_slice(args.slice)
             raw_all += raw_t
             drv_all += drv_t
             rm, dm = statistics.median(raw_t), statistics.median(drv_t)
             print(f"{r + 1:>5} {rm * 1e3:>16.3f} {dm * 1e3:>10.3f} {dm / rm:>6.3f}")
-        raw.close()
-        spec.close()
     finally:
         proc.terminate()
         proc.wait(10)

@@ -12,7 +12,8 @@ from drivers.errors import DeviceRefused, ProtocolError
 
 __all__ = [
     "FC_READ_HOLDING", "FC_READ_INPUT", "FC_WRITE_SINGLE", "FC_WRITE_MULTIPLE", "MAX_READ",
-    "EXCEPTION_NAMES", "BUSY_CODES", "ModbusExceptionReply", "ModbusBusy", "hexwords", "shown",
+    "EXCEPTION_NAMES", "BUSY_CODES", "ModbusExceptionReply", "ModbusBusy", "exception_error",
+    "exception_line", "hexwords", "shown",
 ]
 
 FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_SINGLE, FC_WRITE_MULTIPLE = 3, 4, 6, 16
@@ -33,6 +34,7 @@ EXCEPTION_NAMES = {
 # The others mean our request does not fit the device (wrong map or unit id).
 BUSY_CODES = frozenset({4, 5, 6, 10, 11})
 
+
 class ModbusExceptionReply(ProtocolError):
     """The device answered with a Modbus exception code that means our request
     does not fit it (illegal function / address / value)."""
@@ -48,6 +50,23 @@ class ModbusBusy(DeviceRefused):
     def __init__(self, code: int, what: str, fix: str, transcript: list[str]) -> None:
         super().__init__(what, fix, transcript)
         self.code = code
+
+
+def exception_line(code: int) -> str:
+    return f"< exception {code} ({EXCEPTION_NAMES.get(code, 'unknown exception')})"
+
+
+def exception_error(code: int, who: str, setting: str, transcript: list[str]) -> ProtocolError | DeviceRefused:
+    """The error for exception ``code`` answered by ``who`` ("unit 1 on tcp://...")."""
+    what = f"{who} answered Modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown exception')})"
+    if code in BUSY_CODES:
+        return ModbusBusy(code, what, "the device is busy or faulty; wait and retry, or check its display",
+                          transcript)
+    return ModbusExceptionReply(
+        code, what,
+        f"the register map does not fit this device: check the map's register numbers and the unit id ({setting})",
+        transcript,
+    )
 
 
 _HEX = "0x{:04x}".format

@@ -9,7 +9,9 @@ the same link object: :func:`shared_link` hands out one per URL, and
 :meth:`ModbusLink.open` / :meth:`ModbusLink.close` count their users.
 
 URLs: a serial device or pty path (``/dev/serial/by-id/...``) or
-``socket://host:port`` is RTU; ``tcp://host:port`` is Modbus TCP.
+``socket://host:port`` is RTU; ``tcp://host:port`` is Modbus TCP. What needs
+no pymodbus (URL parsing, the per-URL registry, exception codes, transcript
+lines) is in ``drivers/modbus_bus.py`` and ``drivers/modbus_codes.py``.
 
 :class:`RegisterServer` is the simulators' half: register banks served by a
 real pymodbus server on a loopback port, its asyncio loop in its own thread.
@@ -34,28 +36,16 @@ from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import DataType
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
+from drivers.modbus_bus import LinkRegistry, parse_url
 from drivers.modbus_codes import (
-    BUSY_CODES, EXCEPTION_NAMES, FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE,
-    MAX_READ, ModbusBusy, ModbusExceptionReply, shown,
+    FC_READ_HOLDING, FC_READ_INPUT, FC_WRITE_MULTIPLE, FC_WRITE_SINGLE, MAX_READ, exception_error, exception_line,
+    shown,
 )
 
 __all__ = ["ModbusLink", "shared_link", "RegisterServer"]
 
 # pymodbus logs every timeout at ERROR; the driver's errors already say it.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-
-
-def _parse_url(url: str) -> tuple[str, str, int]:
-    """(kind, host-or-path, port): kind is "tcp", "rtu-socket" or "rtu"."""
-    for prefix, kind in (("tcp://", "tcp"), ("socket://", "rtu-socket")):
-        if url.startswith(prefix):
-            host, sep, port = url[len(prefix):].rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"expected {prefix}HOST:PORT, got {url!r}")
-            return kind, host, int(port)
-    if "://" in url or not url:
-        raise ValueError(f"unsupported Modbus port {url!r}")
-    return "rtu", url, 0
 
 
 class ModbusLink:
@@ -75,7 +65,7 @@ class ModbusLink:
         self.url, self.setting, self.timeout, self.gap_s = url, setting, timeout, gap_s
         self._settings = dict(baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits)
         try:
-            self.kind, self._host, self._port = _parse_url(url)
+            self.kind, self._host, self._port = parse_url(url)
         except ValueError as e:
             raise LinkError(
                 f"cannot use Modbus port {url!r}: {e}",
@@ -103,9 +93,8 @@ class ModbusLink:
     def open(self) -> None:
         """Open the bus for one more user (idempotent per user: see :meth:`close`)."""
         with self._lock:
-            if self._shared_settings is not None:
-                with _SHARED_LOCK:  # back in the registry after its last close
-                    _SHARED.setdefault(self.url, self)
+            if self._shared_settings is not None:  # back in the registry after its last close
+                _SHARED.back(self.url, self, self._shared_settings)
             self._users += 1
             try:
                 self._connect()
@@ -120,9 +109,7 @@ class ModbusLink:
             self._users = max(0, self._users - 1)
             if self._users == 0:
                 self._disconnect()
-                with _SHARED_LOCK:
-                    if _SHARED.get(self.url) is self:
-                        del _SHARED[self.url]
+                _SHARED.forget(self.url, self)
 
     def reopen(self) -> None:
         """Close and reconnect the port for all its users (after an unplug)."""
@@ -276,47 +263,25 @@ class ModbusLink:
         )
 
     def _exception_reply(self, unit: int, code: int) -> ProtocolError | DeviceRefused:
-        name = EXCEPTION_NAMES.get(code, "unknown exception")
-        self._history.append(f"< exception {code} ({name})")
-        what = f"unit {unit} on {self.url} answered Modbus exception {code} ({name})"
-        if code in BUSY_CODES:
-            return ModbusBusy(code, what, "the device is busy or faulty; wait and retry, or check its display",
-                              self.transcript())
-        return ModbusExceptionReply(
-            code, what,
-            "the register map does not fit this device: check the map's register numbers and "
-            f"the unit id ({self.setting})",
-            self.transcript(),
-        )
+        self._history.append(exception_line(code))
+        return exception_error(code, f"unit {unit} on {self.url}", self.setting, self.transcript())
 
     def transcript(self) -> list[str]:
         return [shown(e) for e in self._history]
 
 
-_SHARED: dict[str, ModbusLink] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def _bus(settings: dict | None) -> dict:
-    """The settings every device on a bus must agree on (not the hint text)."""
-    return {k: v for k, v in (settings or {}).items() if k not in ("setting", "history")}
+_SHARED: LinkRegistry[ModbusLink] = LinkRegistry()
 
 
 def shared_link(url: str, **settings) -> ModbusLink:
     """One link object per bus URL, so devices on one RS-485 bus take turns."""
-    with _SHARED_LOCK:
-        link = _SHARED.get(url)
-        if link is None:
-            link = _SHARED[url] = ModbusLink(url, **settings)
-            link._shared_settings = settings
-        elif _bus(settings) and _bus(settings) != _bus(link._shared_settings):
-            raise LinkError(
-                f"two devices on {url} ask for different bus settings "
-                f"({_bus(link._shared_settings)} and {_bus(settings)})",
-                "devices on one RS-485 bus share its baud rate, parity, timeout and gap: "
-                "give them the same settings",
-            )
+
+    def make() -> ModbusLink:
+        link = ModbusLink(url, **settings)
+        link._shared_settings = settings
         return link
+
+    return _SHARED.get(url, settings, make)
 
 
 # ---------------------------------------------------------------------------

@@ -182,7 +182,7 @@ class SerialLink:
         deadline = time.monotonic() + limit
         ser = self._port()
         while len(self._buf) < n:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and not self._pull(ser, n - len(self._buf), block=False):
                 if self._buf:
                     got = len(self._buf)
                     raise self._unterminated(
@@ -190,11 +190,7 @@ class SerialLink:
                         f"{self.url} sent {got} of {n} expected bytes within {limit:g} s",
                     )
                 self._timed_out(limit)
-            try:
-                chunk = ser.read(max(1, min(ser.in_waiting, n - len(self._buf))))
-            except (serial.SerialException, OSError) as e:
-                raise self._lost(e) from e
-            self._buf += chunk
+            self._pull(ser, n - len(self._buf))
         block = bytes(self._buf[:n])
         del self._buf[:n]
         # Short replies (ACK/NAK, a header) are worth seeing; a spectrum is not.
@@ -217,13 +213,29 @@ class SerialLink:
                 raise self._unterminated(
                     junk, " ... (no CR LF)", f"{self.url} sent more than {MAX_LINE} bytes without CR LF, starting {junk!r}"
                 )
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and not self._pull(ser, MAX_LINE, block=False):
                 return self._timed_out(limit)
-            try:
-                chunk = ser.read(max(1, ser.in_waiting))
-            except (serial.SerialException, OSError) as e:
-                raise self._lost(e) from e
-            self._buf += chunk
+            self._pull(ser, MAX_LINE)
+
+    def _pull(self, ser: serial.SerialBase, most: int, *, block: bool = True) -> bool:
+        """Move bytes from the port into the buffer; True if any came.
+
+        Blocking waits up to one poll for the first byte, then takes everything
+        already waiting, so that bytes which arrived together stay together: a
+        read must never take the first byte of a line, pass its deadline, and
+        leave the rest behind as a bogus line of its own (``4 A "SIM0000001"``
+        from ``I4 A "SIM0000001"``). Non-blocking only takes what is waiting;
+        it runs at the deadline, before a partial line or a timeout is declared.
+        """
+        try:
+            chunk = ser.read(1) if block and not ser.in_waiting else b""
+            waiting = ser.in_waiting
+            if waiting and len(chunk) < most:
+                chunk += ser.read(min(waiting, most - len(chunk)))
+        except (serial.SerialException, OSError) as e:
+            raise self._lost(e) from e
+        self._buf += chunk
+        return bool(chunk)
 
     def _timed_out(self, limit: float) -> bytes:
         if self._buf:

@@ -6,9 +6,9 @@ ours: identity and status at 0.., settings at 40.., the spectrum at 100..
 framed by a sequence number at both ends, read in chunks of at most 125
 registers (the FC03/FC04 limit; 2048 pixels = 17 reads).
 
-The link is any object with ``open``, ``close``, ``read_input(address, count)``,
-``read_holding``, ``write_register``, ``write_registers`` and ``transcript``
-raising ``drivers.errors`` types (``drivers/modbus_link*.py``).
+The link is a :class:`drivers.modbus_link.ModbusLink` (possibly shared with
+other devices on the same RS-485 bus): every request names the unit id, and
+the driver counts as one user of the link between ``identify`` and ``close``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import numpy as np
 
 from drivers.errors import DeviceRefused, LinkError, ProtocolError
 from drivers.kinds import Identity
+from drivers.modbus_codes import ModbusExceptionReply
 from drivers.spectro_frames import FLAG_LAMP, FLAG_SATURATED, Frame, FrameHeader
+from drivers.spectro_serial import INTEGRATION_RANGE_US, SCANS_RANGE
 
 # -- register map (protocol addresses, 0-based; FC03 and FC04 read the same space) --
 MAGIC = 0x5350  # "SP"
@@ -39,19 +41,25 @@ MAX_READ = 125
 ST_READY, ST_BUSY, ST_SATURATED, ST_LAMP, ST_ERROR = 0x01, 0x02, 0x04, 0x08, 0x10
 
 FIX_MAP = "check that the device at this address is the spectrometer front-end (register map v1)"
+ILLEGAL_VALUE = 3
+_FIX_INTEGRATION = f"use {INTEGRATION_RANGE_US[0]:,} µs to {INTEGRATION_RANGE_US[1]:,} µs"
+_FIX_SCANS = f"use {SCANS_RANGE[0]} to {SCANS_RANGE[1]:,} scans"
 _POLL_S = 0.01
 _EXPOSURE_MARGIN = 1.25
 
 
 class RegisterLink(Protocol):
+    """What the driver needs of ``drivers.modbus_link.ModbusLink``."""
+
     url: str
 
     def open(self) -> None: ...
     def close(self) -> None: ...
-    def read_input(self, address: int, count: int) -> list[int]: ...
-    def read_holding(self, address: int, count: int) -> list[int]: ...
-    def write_register(self, address: int, value: int) -> None: ...
-    def write_registers(self, address: int, values: list[int]) -> None: ...
+    def reopen(self) -> None: ...
+    def read_input(self, unit: int, address: int, count: int) -> list[int]: ...
+    def read_holding(self, unit: int, address: int, count: int) -> list[int]: ...
+    def write_register(self, unit: int, address: int, value: int) -> None: ...
+    def write_registers(self, unit: int, address: int, values: list[int]) -> None: ...
     def transcript(self) -> list[str]: ...
 
 
@@ -84,10 +92,13 @@ def spectrum_reads(pixels: int) -> list[tuple[int, int]]:
 class ModbusSpectrometer:
     """Implements ``drivers.kinds.Spectrometer`` over a Modbus register link."""
 
-    def __init__(self, link: RegisterLink, *, expected_serial: str | None = None,
+    def __init__(self, link: RegisterLink, *, unit_id: int = 1, expected_serial: str | None = None,
                  serial_setting: str = "the expected serial number in the config",
                  reply_timeout: float = 1.0) -> None:
-        self.link = link
+        if not 1 <= unit_id <= 247:
+            raise ValueError(f"unit_id must be 1..247, got {unit_id}")
+        self.link, self.unit_id = link, unit_id
+        self._holding = False  # whether this driver counts as a user of the (shared) link
         self.expected_serial, self.serial_setting = expected_serial, serial_setting
         self.reply_timeout = reply_timeout
         self.identity: Identity | None = None
@@ -99,34 +110,39 @@ class ModbusSpectrometer:
     # -- session ---------------------------------------------------------------
 
     def identify(self) -> Identity:
-        self.link.open()
+        if not self._holding:
+            self.link.open()
+            self._holding = True
         try:
-            info = self.link.read_input(0, INFO_COUNT)
-            if info[REG_MAGIC] != MAGIC or info[REG_VERSION] != MAP_VERSION:
-                raise ProtocolError(
-                    f"device at {self.link.url} is not a spectrometer front-end with map v{MAP_VERSION} "
-                    f"(registers 0-1: 0x{info[REG_MAGIC]:04X} {info[REG_VERSION]})", FIX_MAP,
-                    transcript=self.link.transcript())
-            model = regs_to_text(info[REG_MODEL:REG_MODEL + TEXT_REGS])
-            serial = regs_to_text(info[REG_SERIAL:REG_SERIAL + TEXT_REGS])
-            pixels, max_counts = info[REG_PIXELS], info[REG_MAX_COUNTS]
-            want = self.expected_serial or (self.identity.serial if self.identity else None)
-            if want is not None and serial != want:
-                raise LinkError(
-                    f"a different spectrometer (serial {serial}) answers at {self.link.url}; expected {want}",
-                    f"plug the right spectrometer in, or update {self.serial_setting}",
-                    transcript=self.link.transcript())
-            if pixels < 1 or max_counts < 1:
-                raise ProtocolError(f"front-end reports {pixels} pixels and full scale {max_counts}",
-                                    FIX_MAP, transcript=self.link.transcript())
-            self.pixel_count, self.max_counts = pixels, max_counts
-            for name, value in self._settings.items():
-                getattr(self, f"_write_{name}")(value)
-            held = self.link.read_holding(REG_INTEGRATION, 3)
-            self.integration_us, self.scans = held[0] << 16 | held[1], held[2]
+            return self._check_identity()
         except BaseException:
-            self.link.close()
+            self.close()
             raise
+
+    def _check_identity(self) -> Identity:
+        info = self._read(0, INFO_COUNT)
+        if info[REG_MAGIC] != MAGIC or info[REG_VERSION] != MAP_VERSION:
+            raise ProtocolError(
+                f"device at {self.link.url} is not a spectrometer front-end with map v{MAP_VERSION} "
+                f"(registers 0-1: 0x{info[REG_MAGIC]:04X} {info[REG_VERSION]})", FIX_MAP,
+                transcript=self.link.transcript())
+        model = regs_to_text(info[REG_MODEL:REG_MODEL + TEXT_REGS])
+        serial = regs_to_text(info[REG_SERIAL:REG_SERIAL + TEXT_REGS])
+        pixels, max_counts = info[REG_PIXELS], info[REG_MAX_COUNTS]
+        want = self.expected_serial or (self.identity.serial if self.identity else None)
+        if want is not None and serial != want:
+            raise LinkError(
+                f"a different spectrometer (serial {serial}) answers at {self.link.url}; expected {want}",
+                f"plug the right spectrometer in, or update {self.serial_setting}",
+                transcript=self.link.transcript())
+        if pixels < 1 or max_counts < 1:
+            raise ProtocolError(f"front-end reports {pixels} pixels and full scale {max_counts}",
+                                FIX_MAP, transcript=self.link.transcript())
+        self.pixel_count, self.max_counts = pixels, max_counts
+        for name, value in self._settings.items():
+            getattr(self, f"_write_{name}")(value)
+        held = self.link.read_holding(self.unit_id, REG_INTEGRATION, 3)
+        self.integration_us, self.scans = held[0] << 16 | held[1], held[2]
         raw = (f"FC04 0 x{INFO_COUNT}: model={model!r} serial={serial!r} pixels={pixels} "
                f"max_counts={max_counts}",)
         ident = Identity(model=model, serial=serial, raw=raw)
@@ -135,11 +151,19 @@ class ModbusSpectrometer:
         return ident
 
     def recover(self) -> Identity:
-        self.link.close()
-        return self.identify()
+        """Reopen the bus and prove the same spectrometer answers (by serial number)."""
+        if not self._holding:
+            return self.identify()
+        self.link.reopen()
+        return self._check_identity()
 
     def close(self) -> None:
-        self.link.close()
+        if self._holding:
+            self._holding = False
+            self.link.close()
+
+    def _read(self, address: int, count: int) -> list[int]:
+        return self.link.read_input(self.unit_id, address, count)
 
     def __enter__(self) -> ModbusSpectrometer:
         self.identify()
@@ -165,28 +189,40 @@ class ModbusSpectrometer:
 
     def _write_integration(self, us: int) -> None:
         if not 0 <= us < 2**32:
-            raise DeviceRefused(f"integration time {us} µs does not fit the 32-bit register",
-                                "use 10 µs to 65,000,000 µs")
-        self.link.write_registers(REG_INTEGRATION, [us >> 16, us & 0xFFFF])
+            raise DeviceRefused(f"integration time {us} µs does not fit the 32-bit register", _FIX_INTEGRATION)
+        self._write(REG_INTEGRATION, [us >> 16, us & 0xFFFF], f"integration time {us} µs", _FIX_INTEGRATION)
         self.integration_us = us
 
     def _write_scans(self, n: int) -> None:
         if not 0 <= n <= 0xFFFF:
-            raise DeviceRefused(f"{n} scans do not fit the 16-bit register", "use 1 to 5000 scans")
-        self.link.write_register(REG_SCANS, n)
+            raise DeviceRefused(f"{n} scans do not fit the 16-bit register", _FIX_SCANS)
+        self._write(REG_SCANS, [n], f"{n} scans", _FIX_SCANS)
         self.scans = n
 
     def _write_lamp(self, on: int) -> None:
-        self.link.write_register(REG_LAMP, on)
+        self._write(REG_LAMP, [on], f"lamp {'on' if on else 'off'}", "send 0 (off) or 1 (on)")
+
+    def _write(self, address: int, values: list[int], setting: str, fix: str) -> None:
+        """A settings write; exception 3 (illegal data value) is the device refusing the value."""
+        try:
+            if len(values) == 1:
+                self.link.write_register(self.unit_id, address, values[0])
+            else:
+                self.link.write_registers(self.unit_id, address, values)
+        except ModbusExceptionReply as e:
+            if e.code != ILLEGAL_VALUE:
+                raise
+            raise DeviceRefused(f"spectrometer at {self.link.url} refused {setting} "
+                                f"(Modbus exception 3, illegal data value)", fix, e.transcript) from None
 
     def wavelength_coefficients(self) -> tuple[float, ...]:
-        return regs_to_floats(self.link.read_input(REG_COEFFS, 8))
+        return regs_to_floats(self._read(REG_COEFFS, 8))
 
     # -- acquisition -------------------------------------------------------------------
 
     def status(self) -> tuple[int, int]:
         """(status bits, sequence number of the last completed spectrum)."""
-        status, seq = self.link.read_input(REG_STATUS, 2)
+        status, seq = self._read(REG_STATUS, 2)
         return status, seq
 
     def acquire(self) -> np.ndarray:
@@ -196,7 +232,7 @@ class ModbusSpectrometer:
         if not self.pixel_count:
             self.identify()
         _, seq0 = self.status()
-        self.link.write_register(REG_COMMAND, CMD_ACQUIRE)
+        self.link.write_register(self.unit_id, REG_COMMAND, CMD_ACQUIRE)
         deadline = time.monotonic() + self.reply_timeout + \
             self.integration_us * self.scans / 1e6 * _EXPOSURE_MARGIN
         while True:
@@ -218,7 +254,7 @@ class ModbusSpectrometer:
             raise ProtocolError(f"spectrum registers hold acquisition {block_seq}, status said {seq}",
                                 "another master triggered an acquisition; give the station sole access",
                                 transcript=self.link.transcript())
-        last = self.link.read_input(REG_LAST_INTEGRATION, 3)
+        last = self._read(REG_LAST_INTEGRATION, 3)
         flags = (FLAG_SATURATED if status & ST_SATURATED else 0) | (FLAG_LAMP if status & ST_LAMP else 0)
         header = FrameHeader(self.pixel_count, last[2], last[0] << 16 | last[1], flags)
         raw = (f"> FC06 {REG_COMMAND} <- {CMD_ACQUIRE}", f"< status 0x{status:04X} seq {seq}",
@@ -234,7 +270,7 @@ class ModbusSpectrometer:
         """
         block: list[int] = []
         for address, count in spectrum_reads(self.pixel_count):
-            block += self.link.read_input(address, count)
+            block += self._read(address, count)
         if block[0] != block[-1]:
             raise ProtocolError(
                 f"spectrum changed while being read (sequence {block[0]} then {block[-1]})",

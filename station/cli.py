@@ -166,6 +166,42 @@ def cmd_consume(args) -> int:
     return consume.run(args)
 
 
+def cmd_records_reset_chain(args) -> int:
+    from station.app.service import outbox_path
+    from station.records.reset import reset_chain
+
+    cfg = _config(args)
+    operator = args.operator or cfg.session.operator
+    if not operator:
+        raise StationError("reset-chain needs the person responsible", "pass --operator NAME")
+    done = reset_chain(cfg, outbox_path(cfg), operator=operator, lot=args.lot or cfg.session.lot or "chain-reset")
+    console.out.print(f"Chain reset: seqs {done.lost_from}..{done.lost_to} are not in this outbox; signed record "
+                      f"#{done.record.seq} ({done.record.record_id}) says so and continues the chain. "
+                      "It is delivered when the station next runs.")
+    return 0
+
+
+def cmd_records_status(args) -> int:
+    from station.app.service import outbox_path
+    from station.delivery.outbox import Outbox
+    from station.records.head import known_head
+
+    cfg = _config(args)
+    path = outbox_path(cfg)
+    if not path.exists():
+        raise StationError(f"no outbox at {path}", "check station.state_dir; the station creates it on first run")
+    with Outbox(path) as box:
+        c = box.counts()
+        rejected = box.rejections()
+    head = known_head(cfg.station.state_dir)
+    console.out.print(f"{path}: last seq {c.last_seq}; stored {c.stored}, published {c.published}, "
+                      f"acked {c.acked}, rejected {c.rejected}; recorded head: "
+                      f"{f'seq {head.seq} ({head.source})' if head else 'none'}")
+    for seq, record_id, reason in rejected:
+        console.out.print(f"  rejected #{seq} {record_id}: {reason}")
+    return 0
+
+
 # --- verify -----------------------------------------------------------------
 
 def cmd_verify(args) -> int:
@@ -228,6 +264,20 @@ def cmd_demo(args) -> int:
     return demo.run(stones=args.stones, keep=Path(args.keep) if args.keep else None)
 
 
+def _stone_count(text: str) -> int:
+    """--max-stones / demo --stones: a whole number of stones, 1 or more (0 or -1
+    would never stop or stop at once, and a typo must not run an unattended
+    station forever)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of stones, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 or more, got {n}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="station", description="Diamond scanner station controller.")
     p.add_argument("--version", action="version", version=f"station {__version__}")
@@ -264,7 +314,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", parents=[common], help="run the station")
     s.add_argument("--operator", help="operator ID (else session.operator)")
     s.add_argument("--lot", help="lot/parcel ID (else session.lot)")
-    s.add_argument("--max-stones", type=int, metavar="N", help="stop after N recorded stones")
+    s.add_argument("--max-stones", type=_stone_count, metavar="N",
+                   help="stop after N recorded stones (N >= 1; default: run until stopped)")
     s.add_argument("--drain-timeout", type=float, default=30.0, metavar="S",
                    help="on exit, wait up to S seconds for the broker to take every record")
     s.set_defaults(func=cmd_run)
@@ -276,6 +327,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to-seq", type=int, metavar="N", help="last seq to export, inclusive (default: the last stored)")
     s.add_argument("--force", action="store_true", help="overwrite files that already exist in DIR")
     s.set_defaults(func=cmd_records_export)
+    s = r.add_parser("reset-chain", parents=[common],
+                     help="after a refused start for a lost outbox: write a signed record of the loss and "
+                          "continue the chain after it")
+    s.add_argument("--operator", help="who decided the reset (default: session.operator)")
+    s.add_argument("--lot", help="lot to put in the reset record (default: session.lot)")
+    s.set_defaults(func=cmd_records_reset_chain)
+    s = r.add_parser("status", parents=[common], help="records by state, rejections, and the recorded head")
+    s.set_defaults(func=cmd_records_status)
 
     s = sub.add_parser("verify", parents=[common], help="verify records: signatures, chain, gaps")
     from station.central import verify_cli
@@ -315,15 +374,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("command", nargs="+", help="place UG | remove | noise UG | drift UG_PER_S | "
                    "fault garbage|partial | fault timeout S | unplug | replug | clear | status; Modbus: "
                    "fault crc|noreply|exception|loadcell; ambient: temp C | humidity RH | fault stale; "
-                   "spectrometer: stone ID KIND | lamp hgar|off | dark | light | saturate")
+                   "spectrometer: stone ID KIND | lamp hgar|halogen|off | dark | light | saturate")
     s.set_defaults(func=cmd_sim_control)
 
     from station.spectra import cli as spectra_cli  # registers `fingerprint` and `screen`; imports numpy lazily
 
     spectra_cli.add_commands(sub, common)
+    from station.spectra import calibrate_cli
+
+    calibrate_cli.add_commands(sub, common)
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
-    s.add_argument("--stones", type=int, default=5, help="how many stones (default 5)")
+    s.add_argument("--stones", type=_stone_count, default=5, help="how many stones (default 5)")
     s.add_argument("--keep", metavar="DIR", help="keep the demo's config, keys and outbox in DIR")
     s.set_defaults(func=cmd_demo)
     return p

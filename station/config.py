@@ -34,7 +34,13 @@ class StationSection(_Strict):
     state_dir: Path
     key_file: Path
     sim_key_file: Path | None = None
-    min_free_mb: PositiveInt = 64
+    min_free_mb: PositiveInt = 64  # MiB (2**20 bytes): below this much free disk, no measuring
+    # Acked records are kept this long for replays, then pruned; 0 prunes at once.
+    retention_days: Annotated[float, Field(ge=0, le=3650)] = 30
+    # The outbox's bound, counting records the central system has not accepted:
+    # when either is reached the station refuses to measure (it never drops one).
+    max_outbox_records: PositiveInt = 100_000
+    max_outbox_mb: PositiveInt = 1024
 
 
 class SessionSection(_Strict):
@@ -73,6 +79,10 @@ class MqttSection(_Strict):
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     # Lowered at run time to the broker's Receive Maximum (mosquitto: 20), and said so once.
     window: Annotated[int, Field(ge=1, le=1000)] = 20
+    # Published records the central system has not acked within this are sent again.
+    ack_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    # The retained status is republished at least this often (and on every change).
+    status_heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Mutual TLS: all three or none. The certificate's CN (or a SAN) must be station.id.
     ca_file: Path | None = None
     cert_file: Path | None = None

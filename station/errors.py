@@ -83,3 +83,9 @@ class OutboxError(StationError):
 
 class PublishError(StationError):
     layer = "publish"
+
+
+class ChainError(StationError):
+    """The outbox is behind the chain head recorded outside it (lost records)."""
+
+    layer = "chain"

@@ -77,12 +77,14 @@ class SimProcess(Proc):
     def __init__(self, link: Path, serial: str = "SIM0000001", protocol: str = "mtsics",
                  extra: tuple[str, ...] = (), kind: str = "scale") -> None:
         where = ("--link", str(link)) if link is not None else ()
-        scale = ("--settle", "0.3", "--serial", serial) if kind == "scale" else ()
+        settle = ("--settle", "0.3") if kind == "scale" else ()
+        ident = ("--serial", serial) if kind != "ambient" else ()  # cheap ambient sensors have no serial
         super().__init__(station_cmd("sim", kind, *(("--protocol", protocol) if protocol else ()), "--json",
-                                     *where, *scale, *extra))
+                                     *where, *ident, *settle, *extra))
         self.wait_for(r"^\{", timeout=15)
         info = json.loads(next(line for line in self.lines if line.startswith("{")))
         self.port = info["port"]
+        self.control_address = info["control"]
         host, port = info["control"].rsplit(":", 1)
         self.control = SimControl(host, int(port))
 

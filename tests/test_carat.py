@@ -51,3 +51,37 @@ def test_straddling_the_ban_thresholds():
     assert straddled_thresholds(99_800, 1_000) == [100_000]
     assert straddled_thresholds(199_800, 1_000) == [200_000]
     assert straddled_thresholds(150_000, 1_000) == []
+
+
+# Negative masses (a zeroed balance with the stone removed reads below zero):
+# millicarats truncates toward zero, like the balance's own display.
+@pytest.mark.parametrize("ug, mct", [(-1, 0), (-199, 0), (-200, -1), (-201, -1), (-399, -1), (-400, -2)])
+def test_millicarats_of_a_negative_mass_truncate_toward_zero(ug, mct):
+    got = millicarats(ug)
+    assert got == mct and type(got) is int
+    assert millicarats(-ug) == -mct  # symmetric around zero
+
+
+def test_negative_masses_have_no_trade_weight_but_show_their_raw_weight():
+    with pytest.raises(ValueError, match="negative"):
+        trade_centicarats(-200)
+    with pytest.raises(ValueError):
+        format_carats(-1_000)
+    assert trade_centicarats(-199) == 0  # truncates to 0.000 ct: not negative
+    assert format_raw_carats(-201) == "-0.001"
+
+
+def test_straddling_at_the_exact_edges():
+    # mass + uncertainty == threshold and mass - uncertainty == threshold both straddle (<=, not <).
+    assert straddled_thresholds(99_000, 1_000) == [100_000]
+    assert straddled_thresholds(101_000, 1_000) == [100_000]
+    assert straddled_thresholds(98_999, 1_000) == []
+    assert straddled_thresholds(101_001, 1_000) == []
+    assert straddled_thresholds(100_000, 0) == [100_000]
+    assert straddled_thresholds(150_000, 50_000) == [100_000, 200_000]
+
+
+@pytest.mark.parametrize("mass, uncertainty", [(99_000.0, 1_000), (99_000, 1_000.0), (True, 1_000), (99_000, False)])
+def test_straddling_refuses_floats_and_bools(mass, uncertainty):
+    with pytest.raises(TypeError, match="integer micrograms"):
+        straddled_thresholds(mass, uncertainty)

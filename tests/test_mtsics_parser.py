@@ -182,3 +182,42 @@ def test_a_foreign_unit_is_a_setting_not_noise(unit):
     """oz/dwt/GN are units the balance can be set to: one clear refusal, not a resync flood."""
     reply = parse_line(f"S S     0.0998 {unit}".encode())
     assert reply == ForeignUnitReply("S", unit, f"S S     0.0998 {unit}")
+
+
+# -- the edges of the grammar (each one a mutant that survived `make mutation`) --
+
+
+def test_printable_ascii_edges():
+    # 0x20 (space) and 0x7E (~) are printable and pass; 0x1F and DEL (0x7F) are not.
+    assert parse_line(b'I2 A "a~b"') == InfoReply("I2", "a~b", 'I2 A "a~b"')
+    assert parse_line(b'I2 A " "').text == " "
+    for bad in (b'I2 A "a\x7fb"', b'I2 A "a\x1fb"', b'I2 A "a\x80b"'):
+        with pytest.raises(ProtocolError, match="non-printable"):
+            parse_line(bad)
+
+
+def test_value_length_limit_is_twenty_characters():
+    twenty = "0000000000000.100000"
+    assert len(twenty) == 20
+    assert to_micrograms(twenty, "g") == 100_000
+    assert to_micrograms("-" + twenty[1:], "g") == -100_000
+    with pytest.raises(ValueError):
+        to_micrograms("0" + twenty, "g")  # 21 characters
+    assert parse_line(f"S S {twenty} g".encode()).value_ug == 100_000
+    with pytest.raises(ProtocolError):
+        parse_line(f"S S 0{twenty} g".encode())
+
+
+def test_junk_around_a_value_or_unit_is_not_trimmed_away():
+    for raw in (b"S S X100.00 g", b"S S 100.00X g", b'S S "100.00"', b'S D "x"'):
+        with pytest.raises(ProtocolError):
+            parse_line(raw)
+    # Letters after the unit make another unit (a setting), not grams.
+    assert parse_line(b"S S 100.00 gX") == ForeignUnitReply("S", "gX", "S S 100.00 gX")
+
+
+def test_a_quoted_text_is_info_only_after_a_or_b():
+    assert parse_line(b'I4 A "B525073136"') == InfoReply("I4", "B525073136", 'I4 A "B525073136"')
+    assert parse_line(b'I0 B 0 "I0"') == InfoReply("I0", '0 "I0"', 'I0 B 0 "I0"')
+    with pytest.raises(ProtocolError):
+        parse_line(b'I4 S "B525073136"')

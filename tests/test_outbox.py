@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from station.errors import OutboxError
-from station.delivery.outbox import ZERO_HASH, Outbox, StoredRecord, check_free_space
+from station.delivery.outbox import MIB, ZERO_HASH, Outbox, StoredRecord, check_free_space, format_mib
 
 
 def recs(start: int, n: int, prefix: str = "r") -> list[StoredRecord]:
@@ -164,6 +167,47 @@ def test_check_free_space(tmp_path: Path) -> None:
     assert "free disk space" in err.value.fix
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs: nothing else writes to it, so its free space holds still."""
+    mnt = tmp_path / "tiny-disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_free_space_boundary_is_exact(tiny_disk: Path) -> None:
+    (tiny_disk / "some-data").write_bytes(b"x" * 10_000)
+    free = _free(tiny_disk)
+    assert check_free_space(tiny_disk / "state" / "outbox.db", free) == free  # exactly the limit: measure
+    with pytest.raises(OutboxError):
+        check_free_space(tiny_disk / "state" / "outbox.db", free + 1)  # one byte short: refuse
+
+
+def test_min_free_is_mib_in_the_check_and_in_the_message(tiny_disk: Path) -> None:
+    assert _free(tiny_disk) == 4 * MIB
+    assert check_free_space(tiny_disk, 4 * MIB) == 4 * MIB
+    (tiny_disk / "one-page").write_bytes(b"x")  # tmpfs takes a whole page for it
+    free = _free(tiny_disk)
+    assert 4_000_000 < free < 4 * MIB  # enough for 4 MB, not for 4 MiB
+    with pytest.raises(OutboxError) as err:
+        check_free_space(tiny_disk, 4 * MIB)
+    assert f"only 3.9 MiB free on the disk holding {tiny_disk}" in err.value.what
+    assert "(station.min_free_mb asks for 4 MiB)" in err.value.what
+    assert "MB " not in err.value.what
+
+
+def test_format_mib_rounds_down() -> None:
+    assert [format_mib(n) for n in (0, MIB, 64 * MIB, 64 * MIB - 1, 3 * MIB // 2, 3 * MIB // 2 - 1)] == [
+        "0", "1", "64", "63.9", "1.5", "1.4"]
+
+
 def test_writer_and_reader_threads_share_the_file(tmp_path: Path) -> None:
     """The station appends on one thread while the publisher reads and marks on another."""
     path = tmp_path / "outbox.db"
@@ -191,3 +235,68 @@ def test_writer_and_reader_threads_share_the_file(tmp_path: Path) -> None:
         t.join()
         assert not errors
         assert delivered == n and r.depth() == 0
+
+
+# -- application acks: states, bound, retention ---------------------------------
+
+from station.delivery.outbox_states import AppAck  # noqa: E402
+
+
+def test_states_move_stored_published_acked_rejected(ob: Outbox) -> None:
+    ob.append(recs(1, 4))
+    ob.mark_delivered([1, 2, 3])
+    res = ob.apply_acks([AppAck(1, "r1", "accepted"), AppAck(2, "r2", "rejected", "why"),
+                         AppAck(1, "r1", "accepted"), AppAck(9, "r9", "accepted"), AppAck(3, "zz", "accepted")])
+    assert res.accepted == [1] and [a.seq for a in res.rejected] == [2] and res.duplicates == 1
+    assert [a.seq for a in res.unknown] == [9] and res.mismatched == [(AppAck(3, "zz", "accepted"), "r3")]
+    c = ob.counts()
+    assert (c.stored, c.published, c.acked, c.rejected, c.last_seq) == (1, 1, 1, 1, 4)
+    assert ob.unacked_load()[0] == 3  # published, stored and rejected all count against the bound
+    # An ack for a record never marked published (its mark was lost) still acks it.
+    ob.apply_acks([AppAck(4, "r4", "accepted")])
+    assert ob.counts().stored == 0 and ob.depth() == 0
+    # The first verdict wins.
+    ob.apply_acks([AppAck(2, "r2", "accepted")])
+    assert ob.rejections() == [(2, "r2", "why")]
+
+
+def test_unacked_bytes_are_counted(ob: Outbox) -> None:
+    batch = recs(1, 3)
+    ob.append(batch)
+    assert ob.unacked_load() == (3, sum(len(r.data) for r in batch))
+    ob.apply_acks([AppAck(1, "r1", "accepted")])
+    assert ob.unacked_load() == (2, sum(len(r.data) for r in batch[1:]))
+
+
+def test_prune_boundary_and_the_newest_record_stays(ob: Outbox) -> None:
+    ob.append(recs(1, 4))
+    ob.apply_acks([AppAck(s, f"r{s}", "accepted") for s in (1, 2, 4)], now=100.0)
+    assert ob.prune(acked_before=100.0) == 0  # acked exactly at the cut-off: kept
+    assert ob.prune(acked_before=100.001) == 2  # 1 and 2; 3 is not acked, 4 is the newest
+    assert [r.seq for r in ob.records()] == [3, 4]
+    assert ob.missing_ranges(1, 6) == [(1, 2), (5, 6)]
+    assert ob.missing_ranges(3, 4) == []
+    box = Outbox(ob.path)  # the head survives pruning
+    assert box.next_seq == 5
+    box.close()
+
+
+def test_an_outbox_from_before_acks_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript("CREATE TABLE records (seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL UNIQUE, "
+                      "sha256 BLOB NOT NULL, data BLOB NOT NULL, stored_at REAL NOT NULL, delivered_at REAL);"
+                      "INSERT INTO records VALUES (1, 'r1', x'00', x'01', 0, 5);")
+    con.close()
+    with Outbox(path) as box:
+        assert box.counts().published == 1
+        box.apply_acks([AppAck(1, "r1", "accepted")])
+        assert box.counts().acked == 1
+
+
+def test_reset_chain_may_only_skip_forward(ob: Outbox) -> None:
+    ob.append(recs(1, 3))
+    with pytest.raises(OutboxError):
+        ob.append([StoredRecord(2, "x2", b"x")], skip_to=2)
+    ob.append([StoredRecord(9, "x9", b"x")], skip_to=9)
+    assert ob.next_seq == 10

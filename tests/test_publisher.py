@@ -218,8 +218,13 @@ def test_birth_on_every_connect_and_will_on_clean_stop(mosquitto, writer, make_p
     append(writer, 4)
     mosquitto.restart()
     assert late.wait(lambda: sum(s["state"] == "online" for s in late.statuses()) >= 2)
-    assert late.statuses()[-1] == {"state": "online", "version": "9.9.9", "outbox_depth": 4}
+    birth = [s for s in late.statuses() if s["state"] == "online"][1]
+    assert birth["outbox"] == {"stored": 4, "published": 3, "acked": 0, "rejected": 0}
+    assert birth["outbox_depth"] == 7 and birth["last_seq"] == 7 and birth["version"] == "9.9.9"
     assert pub.wait_drained(10)
+    # Not stale after the outage: the status follows the backlog as it goes out.
+    assert late.wait(lambda: late.statuses()[-1].get("outbox", {}).get("stored") == 0)
+    assert late.statuses()[-1]["outbox"] == {"stored": 0, "published": 7, "acked": 0, "rejected": 0}
     pub.stop()
     assert late.wait(lambda: late.statuses()[-1] == {"state": "offline"})
     late.sub.stop()
@@ -366,3 +371,57 @@ def test_reason_142_session_taken_over(tmp_path) -> None:
         t.join()
         srv.close()
     assert "another client connected with the same client ID 'station-twin' (session taken over)" in problems[0]
+
+
+def test_unexpected_error_is_logged_with_a_traceback_once(mosquitto, writer, outbox_path, make_publisher,
+                                                          caplog) -> None:
+    """A bug (here: a row that a foreign tool wrote as TEXT, so bytes() of it raises
+    TypeError) keeps the publisher alive, is told as a status line, and is logged
+    with its traceback once, not once per retry."""
+    import hashlib
+    import logging
+    import sqlite3
+
+    append(writer, 1)
+    with sqlite3.connect(outbox_path) as db:  # not through Outbox: this is the foreign tool
+        db.execute("INSERT INTO records(seq, record_id, sha256, data, stored_at) VALUES (2, 'rec-2', ?, ?, 0)",
+                   (hashlib.sha256(b"x").digest(), "text, not a COSE blob"))
+    db.close()
+    caplog.set_level(logging.ERROR, logger="station.delivery.publisher")
+    events: list[str] = []
+    pub = make_publisher(mosquitto.port, on_event=events.append)
+    pub.notify()
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "station.delivery.publisher"]
+
+    assert wait_until(lambda: bool(logged()), 10), events
+    record = logged()[0]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert record.exc_info[0] is TypeError
+    assert "Traceback" in caplog.text and "pending" in caplog.text  # where it broke
+    assert pub.last_error and pub.last_error.startswith("publisher error: TypeError(")
+    assert any(e.startswith("publisher error: TypeError(") for e in events)
+    time.sleep(1.5)  # at least one retry of the same failing step
+    assert len(logged()) == 1
+    assert pub._thread is not None and pub._thread.is_alive()
+
+
+def test_set_error_waits_for_the_lock(mosquitto, make_publisher) -> None:
+    """_set_error is also called on paho's network thread (a refused birth): its
+    write to the shared error state must wait while another thread holds the lock."""
+    pub = make_publisher(mosquitto.port)
+    done = threading.Event()
+
+    def from_network_thread() -> None:
+        pub._set_error("broker refused the status message")
+        done.set()
+
+    with pub._lock:
+        writer_thread = threading.Thread(target=from_network_thread)
+        writer_thread.start()
+        assert not done.wait(0.3)
+        assert pub._error is None  # not written behind the lock holder's back
+    assert done.wait(5)
+    writer_thread.join(5)
+    assert pub.last_error == "broker refused the status message"

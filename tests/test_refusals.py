@@ -119,3 +119,36 @@ def test_disk_filling_up_stops_measuring_until_space_returns(tmp_path, sim, mosq
     sim.control.place(133_000)
     st.wait_for(r"Recorded #2: .*133000 µg")
     assert st.wait() == 0
+
+
+@pytest.mark.parametrize("value, why", [
+    ("-1", "must be 1 or more, got -1"),
+    ("0", "must be 1 or more, got 0"),
+    ("two", "expected a whole number of stones, got 'two'"),
+])
+def test_max_stones_below_one_is_refused_before_anything_starts(tmp_path, capsys, value, why):
+    from station.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--config", str(tmp_path / "never-read.toml"), "--max-stones", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"station run: error: argument --max-stones: {why}" in err
+    assert "Traceback" not in err
+
+
+def test_max_stones_one_is_accepted(tmp_path, capsys):
+    from station.cli import main
+
+    # Gets past argument parsing: the next complaint is the missing config file.
+    assert main(["run", "--config", str(tmp_path / "missing.toml"), "--max-stones", "1"]) == 1
+    assert "missing.toml" in capsys.readouterr().err
+
+
+def test_demo_stones_below_one_is_refused(capsys):
+    from station.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--stones", "0"])
+    assert exc.value.code == 2
+    assert "station demo: error: argument --stones: must be 1 or more, got 0" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import json
 import pytest
 from stationproc import Proc, station, station_cmd
 
-from drivers.modbus_link_spectro_tmp import ModbusLink
+from drivers.modbus_link import ModbusLink
 from drivers.serial_link import SerialLink
 from drivers.spectro_modbus import ModbusSpectrometer
 from drivers.spectro_serial import SerialSpectrometer
@@ -18,9 +18,11 @@ def start(*args: str) -> tuple[Proc, dict]:
     return proc, info
 
 
-@pytest.mark.parametrize("protocol", ["serial", "modbus-tcp", "modbus-rtu"])
+@pytest.mark.parametrize("protocol", ["serial", "modbus-tcp", "modbus-rtu", "modbus-rtu-pty"])
 def test_each_protocol_serves_a_spectrum_and_takes_control_commands(tmp_path, protocol):
-    extra = ("--link", str(tmp_path / "usb-spectro")) if protocol == "serial" else ()
+    pty = protocol in ("serial", "modbus-rtu-pty")
+    protocol = protocol.removesuffix("-pty")
+    extra = ("--link", str(tmp_path / "usb-spectro")) if pty else ()
     proc, info = start("--protocol", protocol, "--serial", "SPX0000777", *extra)
     assert info["protocol"] == protocol and info["serial"] == "SPX0000777"
     ctl = station("sim", "control", info["control"], "stone", "A1", "natural")
@@ -28,6 +30,9 @@ def test_each_protocol_serves_a_spectrum_and_takes_control_commands(tmp_path, pr
     if protocol == "serial":
         assert info["port"] == str(tmp_path / "usb-spectro")
         spec = SerialSpectrometer(SerialLink(info["port"], baudrate=115200, timeout=0.5))
+    elif pty:
+        assert info["port"] == str(tmp_path / "usb-spectro")
+        spec = ModbusSpectrometer(ModbusLink(info["port"], baudrate=115200, timeout=1.0))
     else:
         assert info["port"].startswith("tcp://" if protocol == "modbus-tcp" else "socket://")
         spec = ModbusSpectrometer(ModbusLink(info["port"], timeout=1.0))
@@ -43,4 +48,4 @@ def test_each_protocol_serves_a_spectrum_and_takes_control_commands(tmp_path, pr
 
 def test_link_is_refused_for_modbus():
     out = station("sim", "spectrometer", "--protocol", "modbus-tcp", "--link", "/tmp/x")
-    assert out.returncode == 1 and "--link is for --protocol serial" in out.stderr
+    assert out.returncode == 1 and "--link is for --protocol serial or modbus-rtu" in out.stderr

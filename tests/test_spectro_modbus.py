@@ -1,6 +1,6 @@
-"""The Modbus spectrometer front-end: driver vs simulator over Modbus TCP and over
-RTU framing on a TCP socket, an independent master (Debian's mbpoll), and the
-register map's boundaries."""
+"""The Modbus spectrometer front-end: driver vs simulator over Modbus TCP, RTU
+framing on a TCP socket and RTU on a pty, the wire's faults, an independent
+master (Debian's mbpoll), and the register map's boundaries."""
 
 import re
 import shutil
@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from drivers import spectro_modbus as m
 from drivers.errors import DeviceRefused, LinkError, ProtocolError, ReplyTimeout
 from drivers.kinds import Spectrometer
-from drivers.modbus_link_spectro_tmp import ModbusLink
+from drivers.modbus_codes import ModbusBusy, ModbusExceptionReply
+from drivers.modbus_link import ModbusLink
 from drivers.sim.spectro_modbus import ModbusSpectrometerSimulator
 from drivers.spectro_modbus import ModbusSpectrometer
 
@@ -31,6 +32,9 @@ def make_driver(sim, **kw) -> ModbusSpectrometer:
 def sim(request):
     with ModbusSpectrometerSimulator(framing=request.param, speed=20, seed=5) as s:
         yield s
+
+
+U = 1  # the front-end's unit id
 
 
 @pytest.fixture
@@ -110,28 +114,31 @@ def test_saturation_sets_the_status_bit(sim, spec):
 def test_out_of_range_settings_are_modbus_exceptions(sim, spec):
     for setter, bad, good in ((spec.set_integration_us, 9, 10), (spec.set_integration_us, 65_000_001, 65_000_000),
                               (spec.set_scans, 0, 1), (spec.set_scans, 5001, 5000)):
-        with pytest.raises(DeviceRefused, match=r"illegal data value \(3\)"):
+        with pytest.raises(DeviceRefused, match=r"refused .*\(Modbus exception 3, illegal data value\)") as e:
             setter(bad)
+        assert "< exception 3 (illegal data value)" in e.value.transcript
         setter(good)
 
 
 def test_identity_registers_are_read_only(sim, spec):
-    with pytest.raises(DeviceRefused, match=r"illegal data address \(2\)"):
-        spec.link.write_register(m.REG_PIXELS, 1)
-    with pytest.raises(DeviceRefused, match=r"illegal data address \(2\)"):
-        spec.link.write_registers(m.REG_COMMAND, [1, 0])  # runs past the settings
+    with pytest.raises(ModbusExceptionReply, match=r"exception 2 \(illegal data address\)") as e:
+        spec.link.write_register(U, m.REG_PIXELS, 1)
+    assert e.value.code == 2
+    with pytest.raises(ModbusExceptionReply, match=r"exception 2 \(illegal data address\)"):
+        spec.link.write_registers(U, m.REG_COMMAND, [1, 0])  # runs past the settings
 
 
 def test_half_an_integration_time_is_refused(sim, spec):
-    with pytest.raises(DeviceRefused, match=r"illegal function \(1\)"):
-        spec.link.write_register(m.REG_INTEGRATION + 1, 5000)
+    with pytest.raises(ModbusExceptionReply, match=r"exception 1 \(illegal function\)"):
+        spec.link.write_register(U, m.REG_INTEGRATION + 1, 5000)
 
 
 def test_a_trigger_while_busy_is_refused(sim, spec):
     spec.set_integration_us(60_000_000)  # 3 s at speed 20: still busy at the second write
-    spec.link.write_register(m.REG_COMMAND, m.CMD_ACQUIRE)
-    with pytest.raises(DeviceRefused, match=r"device busy \(6\)"):
-        spec.link.write_register(m.REG_COMMAND, m.CMD_ACQUIRE)
+    spec.link.write_register(U, m.REG_COMMAND, m.CMD_ACQUIRE)
+    with pytest.raises(ModbusBusy, match=r"exception 6 \(slave device busy\)") as e:
+        spec.link.write_register(U, m.REG_COMMAND, m.CMD_ACQUIRE)
+    assert isinstance(e.value, DeviceRefused)
     status, _ = spec.status()
     assert status & m.ST_BUSY and not status & m.ST_READY
 
@@ -230,10 +237,83 @@ def test_mbpoll_reads_identity_coefficients_and_a_triggered_spectrum():
             if seq == 1 and not status & m.ST_BUSY:
                 deadline_status = status
                 break
-            spec.link.read_input(m.REG_STATUS, 1)  # a bounded busy-wait on the device itself
+            spec.link.read_input(U, m.REG_STATUS, 1)  # a bounded busy-wait on the device itself
         assert deadline_status is not None and deadline_status & m.ST_READY
         counts, seq = spec.read_spectrum()
         spec.close()
         first = _values(_mbpoll(port, "-t", "3", "-r", "100", "-c", "125"))
         assert int(first[100]) == seq == 1
         assert [int(first[101 + i]) for i in range(124)] == counts[:124].tolist()
+
+
+# -- the simulated wire's faults, RTU on a pty, a bus shared with a scale ----------
+
+
+@pytest.mark.parametrize("framing", ["tcp", "rtu"])
+def test_wire_faults_then_the_next_request_succeeds(framing):
+    with ModbusSpectrometerSimulator(framing=framing, speed=20) as sim:
+        spec = make_driver(sim)
+        spec.identify()
+        sim.inject("crc")
+        with pytest.raises(ProtocolError, match="unreadable Modbus reply") as e:
+            spec.status()
+        assert e.value.transcript[-1].startswith("< bad frame")
+        assert spec.status()[0] & m.ST_READY == 0  # nothing acquired yet; the link is fine
+        sim.inject("noreply")
+        with pytest.raises(ReplyTimeout, match="no reply from unit 1"):
+            spec.status()
+        sim.inject("exception")
+        with pytest.raises(DeviceRefused, match=r"exception 4 \(slave device failure\)"):
+            spec.status()
+        assert spec.acquire().shape == (2048,)
+        spec.close()
+
+
+def test_an_unknown_fault_is_refused():
+    sim = ModbusSpectrometerSimulator()
+    with pytest.raises(ValueError, match="crc, noreply, exception or timeout S"):
+        sim.inject("garbage")
+    with pytest.raises(ValueError, match="RTU framing only"):
+        ModbusSpectrometerSimulator(framing="tcp", link_path="/tmp/x")
+
+
+def test_rtu_on_a_pty_behind_a_by_id_link(tmp_path):
+    path = str(tmp_path / "usb-FTDI_USB_RS485-if00-port0")
+    with ModbusSpectrometerSimulator(framing="rtu", link_path=path, speed=20) as sim:
+        assert sim.port == path
+        spec = ModbusSpectrometer(ModbusLink(path, baudrate=115200, timeout=1.0), reply_timeout=1.0)
+        assert spec.identify().serial == SERIAL
+        spec.set_scans(2)
+        assert spec.acquire().shape == (2048,) and spec.last_frame.header.scans == 2
+        sim.unplug()
+        with pytest.raises(LinkError):
+            spec.recover()
+        sim.replug()
+        assert spec.recover().serial == SERIAL and sim.scans == 2
+        spec.close()
+
+
+def test_spectrometer_and_scale_share_one_rs485_bus(tmp_path):
+    from drivers.modbus_link import shared_link
+    from drivers.modbus_scale import ModbusScale
+    from drivers.sim.modbus_scale import ModbusScaleSimulator
+
+    front_end = ModbusSpectrometerSimulator(speed=20)  # its own wire stays unused
+    path = str(tmp_path / "usb-RS485")
+    with ModbusScaleSimulator(link_path=path, settle_s=0.05, seed=1,
+                              extra_units={2: front_end.bank()}) as bus:
+        link = shared_link(path, baudrate=115200, timeout=1.0)
+        scale = ModbusScale(link, bus.map, unit_id=1, stable_timeout=2, poll_s=0.02)
+        spec = ModbusSpectrometer(link, unit_id=2, reply_timeout=1.0)
+        scale.identify()
+        assert spec.identify().serial == SERIAL
+        bus.place(99_800)
+        assert scale.weigh_stable().value_ug == 99_800
+        assert spec.acquire().shape == (2048,)
+        assert any(line.startswith("> FC04 @2 ") for line in link.transcript())
+        spec.close()
+        assert link.is_open  # the scale still uses the bus
+        assert scale.weigh_now().value_ug == 99_800
+        scale.close()
+        assert not link.is_open
+    front_end.stop()

@@ -29,12 +29,12 @@ def test_serial_table_defaults_to_115200_baud(tmp_path):
     assert cfg.devices_of("spectrometer") == {"spectro": d}
 
 
-def test_modbus_table_checks_the_device_id(tmp_path):
-    table = {"kind": "spectrometer", "driver": "spectro-modbus", "port": "tcp://10.0.0.5:502", "device_id": 248}
-    with pytest.raises(ConfigError, match="devices.spectro.device_id"):
+def test_modbus_table_checks_the_unit_id(tmp_path):
+    table = {"kind": "spectrometer", "driver": "spectro-modbus", "port": "tcp://10.0.0.5:502", "unit_id": 248}
+    with pytest.raises(ConfigError, match="devices.spectro.unit_id"):
         _parse(tmp_path, table)
-    table["device_id"] = 247
-    assert _parse(tmp_path, table).devices["spectro"].device_id == 247
+    table["unit_id"] = 247
+    assert _parse(tmp_path, table).devices["spectro"].unit_id == 247
 
 
 def test_a_spectrometer_driver_with_the_wrong_kind_is_refused(tmp_path):

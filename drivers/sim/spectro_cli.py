@@ -2,7 +2,8 @@
 
 ``--protocol serial`` puts the RS-232 command set on a pty (``--link`` keeps a
 by-id style symlink) or a TCP port; ``modbus-tcp`` / ``modbus-rtu`` serve the
-front-end's register map over TCP (RTU frames with CRC for ``modbus-rtu``).
+front-end's register map over TCP (RTU frames with CRC for ``modbus-rtu``), or
+for ``modbus-rtu --link PATH`` on a pty, like an RS-485 adapter.
 It prints where the device is and where its control port listens, then blocks.
 """
 
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="serial",
                         help="serial (RS-232 command set), modbus-rtu or modbus-tcp (default: serial)")
     parser.add_argument("--link", metavar="PATH",
-                        help="serial only: keep a symlink at PATH pointing at the pty, like /dev/serial/by-id")
+                        help="serial or modbus-rtu: sit on a pty and keep a symlink at PATH pointing at it, "
+                             "like /dev/serial/by-id")
     parser.add_argument("--tcp", metavar="HOST:PORT", type=_host_port,
                         help="listen on TCP (serial: instead of a pty; Modbus: default 127.0.0.1:0)")
     parser.add_argument("--control", metavar="HOST:PORT", type=_host_port, default=("127.0.0.1", 0),
@@ -43,13 +45,15 @@ def _make(args: argparse.Namespace):
 
         return SerialSpectrometerSimulator(link_path=args.link, tcp=args.tcp, speed=args.speed,
                                            seed=args.seed, **extra)
-    if args.link:
-        raise ValueError("--link is for --protocol serial; a Modbus front-end listens on --tcp")
+    if args.link and args.protocol != "modbus-rtu":
+        raise ValueError("--link is for --protocol serial or modbus-rtu; a Modbus TCP front-end listens on --tcp")
+    if args.link and args.tcp:
+        raise ValueError("give --link (a pty) or --tcp, not both")
     from drivers.sim.spectro_modbus import ModbusSpectrometerSimulator
 
     host, port = args.tcp or ("127.0.0.1", 0)
     return ModbusSpectrometerSimulator(framing=args.protocol.removeprefix("modbus-"), host=host, port=port,
-                                       speed=args.speed, seed=args.seed, **extra)
+                                       link_path=args.link, speed=args.speed, seed=args.seed, **extra)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@
   maximum). The physics model (``drivers/sim/spectra/``) plugs in either per
   simulator (``source=``) or for all of them by changing ``SOURCE_FACTORY``
   (called as ``SOURCE_FACTORY(scene, pixel_count=, max_counts=, coefficients=,
-  seed=)``). A source with a ``coefficients`` attribute (the maker's stored
+  seed=, serial=)``); it is the physics model by default. A source with a ``coefficients`` attribute (the maker's stored
   wavelength calibration of that simulated instrument) has those reported by
   the device instead of the simulator's defaults.
 * :class:`SpectroSimulator`: identity, settings, exposure and the control-port
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.sim import control
+from drivers.sim.spectro_physics import PhysicsSource
 
 SpectrumSource = Callable[[int, int, bool], np.ndarray]
 
@@ -33,9 +34,9 @@ HG_AR_NM = (404.656, 407.783, 435.833, 546.074, 576.960, 579.066, 696.543, 706.7
             727.294, 738.393, 750.387, 763.511, 772.376, 794.818, 800.616, 811.531, 826.452,
             842.465, 852.144, 866.794, 912.297, 922.450)
 # A few diamond photoluminescence centres (nm); the placeholder gives each stone
-# its own stable mix of them. The real physics model replaces all of this.
+# its own stable mix of them (the default source is the physics model instead).
 PL_LINES_NM = (415.2, 503.2, 575.0, 637.0, 736.6, 741.1, 882.9)
-STONE_KINDS = ("natural", "type-iia", "cvd", "hpht")
+STONE_KINDS = ("natural", "type-iia", "cvd", "hpht", "natural_Ia", "natural_IIa")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Scene:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.stone: Stone | None = None
-        self.target = "stone"  # "stone", or "hgar" for the calibration lamp
+        self.target = "stone"  # "stone", or "hgar" / "halogen" for the calibration lamps
         self.shutter_closed = False
         self.saturate = False
 
@@ -74,7 +75,7 @@ class PlaceholderSource:
     """
 
     def __init__(self, scene: Scene, *, pixel_count: int, max_counts: int,
-                 coefficients: tuple[float, ...], seed: int = 0,
+                 coefficients: tuple[float, ...], seed: int = 0, serial: str = "",
                  dark_offset: int = 1000, dark_per_s: float = 200.0, read_noise: float = 8.0,
                  peak_per_s: float = 40_000.0) -> None:
         self.scene, self.max_counts = scene, max_counts
@@ -95,7 +96,7 @@ class PlaceholderSource:
         n = self.wavelength_nm.size
         if shutter_closed:
             return np.zeros(n)
-        if target == "hgar":
+        if target in ("hgar", "halogen"):
             heights = np.linspace(1.0, 0.3, len(HG_AR_NM))
             rate = self._lines(HG_AR_NM, heights, 1.0) * self.peak_per_s
         elif stone is not None and lamp_on:
@@ -117,8 +118,8 @@ class PlaceholderSource:
 
 
 DEFAULT_COEFFS = (380.0, 0.32, -1.2e-5, 1.0e-10)
-# The one line to change when the physics model lands.
-SOURCE_FACTORY: Callable[..., SpectrumSource] = PlaceholderSource
+# The physics model, one instrument per serial number (drivers/sim/spectro_physics.py).
+SOURCE_FACTORY: Callable[..., SpectrumSource] = PhysicsSource
 
 
 class SpectroSimulator:
@@ -148,7 +149,7 @@ class SpectroSimulator:
         self.scene = Scene()
         self.source: SpectrumSource = source or SOURCE_FACTORY(
             self.scene, pixel_count=pixel_count, max_counts=max_counts,
-            coefficients=tuple(coefficients), seed=seed)
+            coefficients=tuple(coefficients), seed=seed, serial=serial)
         stored = getattr(self.source, "coefficients", None) or coefficients
         self.coefficients = tuple(float(c) for c in stored)
         self.integration_us, self.scans, self.lamp_on = 100_000, 1, False
@@ -178,9 +179,9 @@ class SpectroSimulator:
         self.scene.update(stone=None)
 
     def set_target(self, target: str) -> None:
-        names = {"hgar": "hgar", "off": "stone", "stone": "stone"}
+        names = {"hgar": "hgar", "halogen": "halogen", "off": "stone", "stone": "stone"}
         if target not in names:
-            raise ValueError("lamp takes hgar (calibration lamp) or off")
+            raise ValueError("lamp takes hgar (wavelength lamp), halogen (response lamp) or off")
         self.scene.update(target=names[target])
 
     def close_shutter(self) -> None:

@@ -1,7 +1,12 @@
-"""A spectrometer Modbus front-end (TCP, or RTU framing over TCP) by the register
-map in ``drivers/spectro_modbus.py`` / docs/DEVICES.md.
+"""A spectrometer Modbus front-end (Modbus TCP, RTU frames over TCP, or RTU on a
+pty) by the register map in ``drivers/spectro_modbus.py`` / docs/DEVICES.md.
 
-The simulator owns the register bank; the server's handler serves reads from
+It sits on the same wire as the Modbus scale simulator
+(``drivers/sim/modbus_wire.py``: a real pymodbus server behind a SimPort), so
+it has the same unplug/replug and the same faults: ``crc``, ``noreply``,
+``exception`` (the next request answers exception 4) and ``timeout S``.
+
+The simulator owns the register bank; the wire's access hook serves reads from
 it and checks writes. A trigger (``1`` to register 44) starts an acquisition
 thread that really waits integration × scans (divided by ``speed``), then
 writes the whole spectrum block, its sequence number and the status bits at
@@ -11,14 +16,13 @@ once under the bank lock, so a read never sees half a spectrum.
 from __future__ import annotations
 
 import threading
-import time
 
 from drivers import spectro_modbus as m
-from drivers.modbus_link_spectro_tmp import RegisterServer
+from drivers.modbus_codes import FC_WRITE_SINGLE
+from drivers.sim.modbus_wire import FAULTS, ModbusWire
 from drivers.sim.spectro_core import DEFAULT_COEFFS, SpectroSimulator, SpectrumSource
 from drivers.spectro_serial import INTEGRATION_RANGE_US, SCANS_RANGE
 
-FC_WRITE_ONE, FC_WRITE_MANY = 6, 16
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_BUSY = 1, 2, 3, 6
 
 
@@ -35,11 +39,15 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
         framing: str = "tcp",
         host: str = "127.0.0.1",
         port: int = 0,
+        link_path: str | None = None,
+        unit_id: int = 1,
         speed: float = 1.0,
         seed: int = 0,
     ) -> None:
         if framing not in ("tcp", "rtu"):
             raise ValueError("framing is tcp or rtu")
+        if link_path is not None and framing != "rtu":
+            raise ValueError("a pty (link_path) carries RTU framing only")
         self._init_device(model=model, serial=serial, pixel_count=pixel_count, max_counts=max_counts,
                           coefficients=coefficients, source=source, seed=seed, speed=speed)
         self.framing = framing
@@ -47,35 +55,41 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
         self._bank = [0] * (m.REG_SPECTRUM + pixel_count + 2)
         self._seq = 0
         self._busy = False
-        self._mute_until = 0.0
         self._cancel = threading.Event()
         self._power_up()
-        self._server = RegisterServer(len(self._bank), self._handle, host=host, port=port,
-                                      framing=framing, delay_s=self._delay)
+        self.unit_id = unit_id
+        self._wire = ModbusWire({unit_id: len(self._bank)}, self._access, framing=framing,
+                                link_path=link_path, tcp=None if link_path else (host, port),
+                                name="spectro-modbus-sim")
 
     # -- lifecycle --------------------------------------------------------------
 
     @property
     def port(self) -> str:
-        host, port = self._server.address
-        return f"{'tcp' if self.framing == 'tcp' else 'socket'}://{host}:{port}"
+        return self._wire.path
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.address
+        """(host, port) of the TCP listener (not for a pty)."""
+        host, _, port = self.port.partition("://")[2].rpartition(":")
+        return host, int(port)
 
     @property
     def plugged(self) -> bool:
-        return self._server.running
+        return self._wire.plugged
+
+    @property
+    def wire(self) -> ModbusWire:
+        return self._wire
 
     def start(self) -> ModbusSpectrometerSimulator:
-        self._server.start()
+        self._wire.start()
         return self
 
     def stop(self) -> None:
         self.stop_control()
         self._cancel.set()
-        self._server.stop()
+        self._wire.stop()
 
     def __enter__(self) -> ModbusSpectrometerSimulator:
         return self.start()
@@ -85,29 +99,23 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
 
     def unplug(self) -> None:
         self._cancel.set()
-        self._server.stop()
+        self._wire.unplug()
 
     def replug(self) -> None:
-        self._power_up()
-        self._server.start()
+        self._power_up()  # a power cycle: settings back to their defaults
+        self._wire.replug()
 
     # -- faults -------------------------------------------------------------------
 
     def inject(self, kind: str, seconds: float | None = None) -> None:
-        if kind != "timeout" or seconds is None or seconds < 0:
-            raise ValueError("the Modbus front-end offers fault timeout S (garbage and partial "
-                             "frames are the serial simulator's)")
-        with self._lock:
-            self._mute_until = time.monotonic() + seconds
+        if kind not in FAULTS:
+            raise ValueError(f"the Modbus front-end offers fault {', '.join(FAULTS[:-1])} or timeout S "
+                             "(garbage and partial frames are the serial simulator's)")
+        self._wire.inject(kind, seconds)
 
     def clear_faults(self) -> None:
-        with self._lock:
-            self._mute_until = 0.0
+        self._wire.clear_faults()
         self.clear_scene_faults()
-
-    def _delay(self) -> float:
-        with self._lock:
-            return max(0.0, self._mute_until - time.monotonic())
 
     # -- registers ------------------------------------------------------------------
 
@@ -132,11 +140,18 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
         b[m.REG_SCANS], b[m.REG_LAMP], b[m.REG_COMMAND] = self.scans, int(self.lamp_on), 0
         b[m.REG_STATUS] = (b[m.REG_STATUS] & ~m.ST_LAMP) | (m.ST_LAMP if self.lamp_on else 0)
 
-    def _handle(self, fc: int, address: int, count: int, values: list[int] | None):
+    def bank(self) -> tuple[int, object]:
+        """(bank size, access hook), to put this front-end on another simulator's
+        bus: ``ModbusScaleSimulator(extra_units={2: spectro.bank()})``."""
+        return len(self._bank), self._access
+
+    def _access(self, unit, fc, address, count, registers, written):
+        """The wire's hook (server thread): serve reads from the bank, check writes."""
         with self._lock:
-            if values is None:
-                return self._bank[address:address + count]
-            return self._write(fc, address, values)
+            if written is None:
+                registers[address:address + count] = self._bank[address:address + count]
+                return None
+            return self._write(fc, address, written)
 
     def _write(self, fc: int, address: int, values: list[int]) -> int | None:
         end = address + len(values)
@@ -144,7 +159,7 @@ class ModbusSpectrometerSimulator(SpectroSimulator):
             return ILLEGAL_ADDRESS  # identity, status and spectrum are read-only
         new = dict(zip(range(address, end), values))
         if (m.REG_INTEGRATION in new) != (m.REG_INTEGRATION + 1 in new):
-            return ILLEGAL_FUNCTION if fc == FC_WRITE_ONE else ILLEGAL_VALUE  # half a u32
+            return ILLEGAL_FUNCTION if fc == FC_WRITE_SINGLE else ILLEGAL_VALUE  # half a u32
         us = (new[m.REG_INTEGRATION] << 16 | new[m.REG_INTEGRATION + 1]) if m.REG_INTEGRATION in new \
             else self.integration_us
         scans = new.get(m.REG_SCANS, self.scans)

@@ -13,6 +13,8 @@ from station.central.verify import Checked, Report
 # soft_wrap: a message is one line in a pipe or the journal, whatever the width.
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+# A pipe has no width; rich would assume 80 columns and squeeze a table.
+_table_out = out if out.is_terminal else Console(highlight=False, width=160)
 
 _STYLE = {"ok": "bold green", "info": "", "warn": "yellow", "fault": "bold red", "mqtt": "cyan"}
 
@@ -22,6 +24,11 @@ def say(level: str, message: str) -> None:
     out.print(f"[dim]{stamp}[/] [{_STYLE.get(level, '')}]{_escape(message)}[/]" if _STYLE.get(level) else
               f"[dim]{stamp}[/] {_escape(message)}")
     sys.stdout.flush()
+
+
+def print_table(table) -> None:
+    """A rich table, full width even in a pipe or the journal."""
+    _table_out.print(table)
 
 
 def show_event(e) -> None:
@@ -38,7 +45,8 @@ def _escape(text: str) -> str:
 
 
 _COLUMNS = [("seq", 7, ">"), ("time (UTC)", 24, "<"), ("station", 14, "<"), ("operator", 14, "<"), ("lot", 14, "<"),
-            ("mass µg", 10, ">"), ("carat", 6, ">"), ("raw ct", 7, ">"), ("flags", 20, "<"), ("check", 0, "<")]
+            ("mass µg", 10, ">"), ("carat", 6, ">"), ("raw ct", 7, ">"), ("screening", 9, "<"), ("flags", 20, "<"),
+            ("check", 0, "<")]
 
 
 def _row(cells: list[str]) -> str:
@@ -72,8 +80,21 @@ def table_row(rec: Checked) -> None:
     sys.stdout.write(_row([
         str(seq) if isinstance(seq, int) else "?", str(p.get("time", "")), str(p.get("station_id", rec.source)),
         str(p.get("operator", "")), str(p.get("lot", "")), str(mass) if is_mass else "",
-        format_carats(mass) if is_mass else "", format_raw_carats(mass) if is_mass else "", ", ".join(flags), check,
+        format_carats(mass) if is_mass else "", format_raw_carats(mass) if is_mass else "", _screening(p),
+        ", ".join(flags), check,
     ]) + "\n")
+
+
+def _screening(payload: dict) -> str:
+    """The spectrometer's verdict (details of a spectrum-processed reading), or "" without one."""
+    readings = payload.get("readings")
+    for r in readings if isinstance(readings, list) else []:
+        details = r.get("details") if isinstance(r, dict) else None
+        screening = details.get("screening") if isinstance(details, dict) else None
+        verdict = screening.get("verdict") if isinstance(screening, dict) else None
+        if isinstance(verdict, str):
+            return verdict
+    return ""
 
 
 def print_report(report: Report) -> None:

@@ -1,8 +1,12 @@
 """`station demo`: the whole flow on simulated devices, end to end.
 
-Starts a private mosquitto, the MT-SICS simulator, a consumer (`station verify
---subscribe`) and the station (`station run`), each a real process or a real
-transport; places stones; prints the consumer's verified table; stops all it started.
+Starts a private mosquitto, the MT-SICS simulator, a simulated spectrometer
+(RS-232 command set, physics model), a consumer (`station verify --subscribe`)
+and the station (`station run`), each a real process or a real transport;
+calibrates the spectrometer; places stones of different kinds (one of them
+twice); prints the consumer's verified table and, for each stone, its weight,
+screening verdict and fingerprint match against the earlier records; stops
+all it started.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from pathlib import Path
 
 from drivers.sim.mtsics import MtSicsSimulator
+from drivers.sim.spectrometer import SerialSpectrometerSimulator
 from station.app import console
 from station.app.broker import Mosquitto
 from station.records.carat import format_carats, format_raw_carats
@@ -22,6 +27,11 @@ from station.errors import StationError
 
 # Varied masses, including the two that trade rounding lifts over the ban thresholds.
 DEMO_MASSES_UG = [99_800, 199_800, 251_400, 60_600, 412_000, 149_600, 300_200, 99_400]
+# What goes on the probe, in order: (stone id, simulator kind). The fourth is the
+# first stone again: its fingerprint must match its first record.
+DEMO_STONES = [("DEMO-N1", "natural"), ("DEMO-C1", "cvd"), ("DEMO-H1", "hpht"), ("DEMO-N1", "natural"),
+               ("DEMO-N2", "natural"), ("DEMO-I1", "type-iia")]
+SPECTRO_SPEED = 50.0  # integration waits 50x faster than real time: a stone's spectra in about a second
 
 CONFIG_TEMPLATE = """\
 # Written by `station demo`. Inspect with e.g.:
@@ -43,6 +53,12 @@ driver = "mtsics"
 port = "{port}"
 simulate = true
 
+[devices.spectrometer]
+kind = "spectrometer"
+driver = "spectro-serial"
+port = "{spectro_port}"
+simulate = true
+
 [cycle]
 poll_interval_s = 0.05
 settle_timeout_s = 10.0
@@ -53,8 +69,16 @@ port = {mqtt_port}
 """
 
 
-def _masses(n: int) -> list[int]:
-    return [DEMO_MASSES_UG[i % len(DEMO_MASSES_UG)] + 2_000 * (i // len(DEMO_MASSES_UG)) for i in range(n)]
+def _plan(n: int) -> list[tuple[str, str, int]]:
+    """(stone id, kind, mass µg) for each placement; a stone placed again keeps its mass."""
+    plan, masses = [], {}
+    for i in range(n):
+        sid, kind = DEMO_STONES[i] if i < len(DEMO_STONES) else (f"DEMO-X{i + 1}", "natural")
+        if sid not in masses:
+            k = len(masses)
+            masses[sid] = DEMO_MASSES_UG[k % len(DEMO_MASSES_UG)] + 2_000 * (k // len(DEMO_MASSES_UG))
+        plan.append((sid, kind, masses[sid]))
+    return plan
 
 
 class _Follower(threading.Thread):
@@ -89,17 +113,25 @@ def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int
     console.say("info", f"Demo in {workdir}: {stones} simulated stone(s).")
     try:
         with Mosquitto(workdir=workdir / "broker") as broker, \
-                MtSicsSimulator(link_path=str(workdir / "balance")) as sim:
+                MtSicsSimulator(link_path=str(workdir / "balance")) as sim, \
+                SerialSpectrometerSimulator(link_path=str(workdir / "spectrometer"), serial="SPX-DEMO-01",
+                                            speed=SPECTRO_SPEED) as spectro:
+            host, port = spectro.start_control()
             console.say("info", f"Private mosquitto on 127.0.0.1:{broker.port} (pid {broker.pid}); "
-                        f"MT-SICS simulator on {sim.port}.")
+                        f"MT-SICS simulator on {sim.port}; spectrometer simulator on {spectro.port}.")
             cfg_path = workdir / "station.toml"
-            cfg_path.write_text(CONFIG_TEMPLATE.format(dir=workdir, port=sim.port, mqtt_port=broker.port))
+            cfg_path.write_text(CONFIG_TEMPLATE.format(dir=workdir, port=sim.port, mqtt_port=broker.port,
+                                                       spectro_port=spectro.port))
             _check(subprocess.run(_station_cmd("keys", "init", "--config", str(cfg_path)),
                                   capture_output=True, text=True), "keys init")
             jwk = subprocess.run(_station_cmd("keys", "public", "--jwk", "--config", str(cfg_path)),
                                  capture_output=True, text=True)
             _check(jwk, "keys public")
             (workdir / "simulation.jwk").write_text(jwk.stdout)
+            cal = subprocess.run(_station_cmd("spectrometer", "calibrate", "--config", str(cfg_path),
+                                              "--sim-control", f"{host}:{port}"), capture_output=True, text=True)
+            _check(cal, "spectrometer calibrate")
+            console.out.print(cal.stdout.strip().splitlines()[-1], markup=False, highlight=False)
 
             listening = threading.Semaphore(0)
             consumer = subprocess.Popen(
@@ -122,9 +154,12 @@ def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int
             if not ready.acquire(timeout=timeout):
                 raise StationError("the station did not find the simulated balance", "see its output above")
 
-            for i, mass in enumerate(_masses(stones), 1):
-                console.say("info", f"[demo] placing stone {i}/{stones}: {mass} µg "
+            plan = _plan(stones)
+            for i, (sid, kind, mass) in enumerate(plan, 1):
+                again = " (again)" if any(p[0] == sid for p in plan[:i - 1]) else ""
+                console.say("info", f"[demo] placing stone {i}/{stones}: {sid}{again}, {kind}, {mass} µg "
                             f"= {format_raw_carats(mass)} ct raw → {format_carats(mass)} ct trade")
+                spectro.set_stone(sid, kind)
                 sim.place(mass)
                 if not recorded.acquire(timeout=timeout):
                     raise StationError(f"stone {i} was not recorded within {timeout:g} s", "see the station output")
@@ -139,6 +174,7 @@ def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int
             if station_rc != 0 or consumer_rc != 0:
                 raise StationError(f"demo failed (station exit {station_rc}, consumer exit {consumer_rc})",
                                    "see the output above")
+            _summary(cfg_path, workdir / "export", [f"{sid}, {kind}" for sid, kind, _ in plan])
     finally:
         for p in procs:
             if p.poll() is None:
@@ -153,8 +189,17 @@ def run(stones: int = 5, keep: Path | None = None, timeout: float = 30.0) -> int
         console.say("info", f"Kept everything in {workdir}. Try: station records export --config "
                     f"{workdir}/station.toml {workdir}/export && station verify --config {workdir}/station.toml "
                     f"{workdir}/export")
-    console.say("ok", f"Demo complete: {stones} stone(s) weighed, signed, stored, published and verified.")
+    console.say("ok", f"Demo complete: {stones} stone(s) weighed, screened, signed, stored, published and verified.")
     return 0
+
+
+def _summary(cfg_path: Path, export: Path, placed: list[str]) -> None:
+    from station.app.demo_summary import summarise
+
+    _check(subprocess.run(_station_cmd("records", "export", "--config", str(cfg_path), str(export)),
+                          capture_output=True, text=True), "records export")
+    table, _ = summarise(export, placed)
+    console.print_table(table)
 
 
 def _check(proc: subprocess.CompletedProcess, what: str) -> None:

@@ -47,3 +47,14 @@ def flapping(where: str, client_id: str) -> Problem:
 
 def lost(where: str, name: str) -> Problem:
     return f"lost the connection to {where}: {name}", "check the network and the broker"
+
+
+def publish_refused(topic: str, seq: int, code: int, reason: str) -> str:
+    """One line for a failed PUBACK (MQTT 5 reason codes 0x87, 0x97, 0x95, ...)."""
+    if code == 0x87:
+        return f"broker ACL denies {topic} (reason {code} {reason}); fix: grant write to this station"
+    if code == 0x97:
+        return f"broker quota exceeded for {topic}; fix: raise the broker's quota"
+    if code == 0x95:
+        return "record larger than the broker accepts; fix: raise message_size_limit on the broker"
+    return f"broker refused record seq {seq} (reason {code} {reason}); fix: see the broker log"

@@ -1,9 +1,17 @@
-"""Durable outbox: every signed record lives here until the broker acknowledged it.
+"""Durable outbox: every signed record lives here until the central system
+acknowledged it, and for a retention window after that (for replays).
 
 A record counts as stored only once append() has returned, i.e. after a
 commit in WAL mode with synchronous=FULL (the WAL is fsynced on every commit).
 Each thread opens its own Outbox on the same file: sqlite connections must not
 cross threads, and WAL lets the publisher read while the station appends.
+
+Each record is in one of these states:
+  stored     delivered_at IS NULL                 not yet accepted by the broker
+  published  delivered_at set, acked_at IS NULL   the broker sent a successful PUBACK
+  acked      verdict = 'accepted'                 the central system verified and stored it
+  rejected   verdict = 'rejected'                 the central system refused it (reason kept)
+Only acked records are ever pruned, and never the newest record (it carries the head).
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from station.delivery.outbox_states import AckStates
 from station.errors import OutboxError
 
 ZERO_HASH = bytes(32)
-DEFAULT_MIN_FREE = 64 * 1024 * 1024
+MIB = 1024 * 1024  # station.min_free_mb counts MiB (2**20 bytes), in the check and in every message
+DEFAULT_MIN_FREE = 64 * MIB
 _BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
@@ -31,10 +41,19 @@ CREATE TABLE IF NOT EXISTS records (
     sha256       BLOB NOT NULL,
     data         BLOB NOT NULL,
     stored_at    REAL NOT NULL,
-    delivered_at REAL
+    delivered_at REAL,
+    acked_at     REAL,
+    verdict      TEXT,
+    reason       TEXT
 );
-CREATE INDEX IF NOT EXISTS records_undelivered ON records(seq) WHERE delivered_at IS NULL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Outboxes from before application acks lack the last three columns.
+_MIGRATE = [("acked_at", "REAL"), ("verdict", "TEXT"), ("reason", "TEXT")]
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS records_undelivered ON records(seq) WHERE delivered_at IS NULL;
+CREATE INDEX IF NOT EXISTS records_unacked ON records(seq) WHERE acked_at IS NULL;
+CREATE INDEX IF NOT EXISTS records_rejected ON records(seq) WHERE verdict = 'rejected';
 """
 
 
@@ -60,10 +79,20 @@ def check_free_space(path: Path, min_free_bytes: int = DEFAULT_MIN_FREE) -> int:
     free = st.f_bavail * st.f_frsize
     if free < min_free_bytes:
         raise OutboxError(
-            f"only {free / 1e6:.1f} MB free on the disk holding {path} (need {min_free_bytes / 1e6:.0f} MB)",
+            f"only {format_mib(free)} MiB free on the disk holding {path} "
+            f"(station.min_free_mb asks for {format_mib(min_free_bytes)} MiB)",
             "free disk space (old logs, exported records) before measuring again",
         )
     return free
+
+
+def format_mib(n_bytes: int) -> str:
+    """MiB with one decimal, rounded DOWN: one byte short of 64 MiB reads 63.9, never
+    "64.0 MiB free (need 64 MiB)". Whole MiB print without decimals."""
+    if n_bytes % MIB == 0:
+        return str(n_bytes // MIB)
+    tenths = n_bytes * 10 // MIB
+    return f"{tenths // 10}.{tenths % 10}"
 
 
 def _sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> OutboxError:
@@ -84,11 +113,18 @@ def _sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> OutboxError:
     return OutboxError(f"outbox {path}: {doing} failed: {msg}", fix)
 
 
-class Outbox:
-    def __init__(self, path: Path, *, check_same_thread: bool = True) -> None:
+class Outbox(AckStates):
+    def __init__(self, path: Path, *, check_same_thread: bool = True, synchronous: str = "FULL") -> None:
         """``check_same_thread=False`` lets the station open the outbox at start-up
         (so errors surface before it reports ready) and hand it to its session
-        thread; it is still used by one thread at a time."""
+        thread; it is still used by one thread at a time.
+
+        ``synchronous="NORMAL"`` is for the publisher's connection only: its
+        commits are delivered-marks and acks, and losing the last of those in a
+        power cut only means a record is sent again (the consumer absorbs the
+        duplicate and acks it again). Records themselves are appended at FULL."""
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +156,13 @@ class Outbox:
                     f"outbox {self.path}: the filesystem does not support WAL (journal_mode={mode})",
                     "put the outbox on a local disk (not a network share)",
                 )
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)
+            have = {str(r[1]) for r in self._db.execute("PRAGMA table_info(records)")}
+            for column, kind in _MIGRATE:
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE records ADD COLUMN {column} {kind}")
+            self._db.executescript(_INDEXES)
             row = self._db.execute("SELECT seq, sha256 FROM records ORDER BY seq DESC LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             self._db.close()
@@ -139,12 +180,19 @@ class Outbox:
     def last_hash(self) -> bytes:
         return self._last_hash
 
-    def append(self, records: Sequence[StoredRecord], meta: dict[str, str] | None = None) -> None:
+    def append(self, records: Sequence[StoredRecord], meta: dict[str, str] | None = None,
+               *, skip_to: int | None = None) -> None:
         """Store a batch in ONE transaction (one fsync for the whole group),
-        with ``meta`` entries written in the same transaction."""
+        with ``meta`` entries written in the same transaction.
+
+        ``skip_to`` is only for `station records reset-chain`: the batch starts at
+        that seq, after records this outbox lost, so no seq is ever used twice."""
         if not records:
             return
-        expected = self._next_seq
+        expected = self._next_seq if skip_to is None else skip_to
+        if skip_to is not None and skip_to < self._next_seq:
+            raise OutboxError(f"cannot continue the chain at seq {skip_to}: the outbox already holds "
+                              f"up to {self._next_seq - 1}", "reset the chain only when the outbox is behind its head")
         for i, rec in enumerate(records):
             if rec.seq != expected + i:
                 raise OutboxError(
@@ -169,21 +217,32 @@ class Outbox:
 
     # -- publisher side ------------------------------------------------------------
 
-    def pending(self, after_seq: int = 0, limit: int = 100) -> list[StoredRecord]:
+    def pending(self, after_seq: int = 0, limit: int = 100, resend_before: float | None = None) -> list[StoredRecord]:
+        """Records to publish, in seq order: those never published and, with
+        ``resend_before`` (wall time), those published before it and still not
+        acknowledged by the central system."""
         try:
-            rows = self._db.execute(
-                "SELECT seq, record_id, data FROM records WHERE delivered_at IS NULL AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
+            if resend_before is None:
+                rows = self._db.execute(
+                    "SELECT seq, record_id, data FROM records WHERE delivered_at IS NULL AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT seq, record_id, data FROM records WHERE acked_at IS NULL AND seq > ? "
+                    "AND (delivered_at IS NULL OR delivered_at < ?) ORDER BY seq LIMIT ?",
+                    (after_seq, resend_before, limit),
+                ).fetchall()
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, "reading pending records") from exc
         return [StoredRecord(int(s), str(r), bytes(d)) for s, r, d in rows]
 
-    def mark_delivered(self, seqs: Iterable[int]) -> None:
-        """One transaction for the whole batch of acks: per-ack commits would cost
-        an fsync each and throttle the publisher."""
-        now = time.time()
+    def mark_delivered(self, seqs: Iterable[int], now: float | None = None) -> None:
+        """One transaction for the whole batch of PUBACKs: per-ack commits would cost
+        an fsync each and throttle the publisher. A re-sent record gets a new
+        delivered_at, which restarts its wait for the central system's ack."""
+        now = time.time() if now is None else now
         # Acks arrive mostly in seq order: one UPDATE per run of consecutive seqs.
         batch: list[tuple[float, int, int]] = []
         for s in sorted(set(seqs)):
@@ -195,12 +254,13 @@ class Outbox:
             return
         try:
             self._write_batch(
-                "UPDATE records SET delivered_at = ? WHERE seq BETWEEN ? AND ? AND delivered_at IS NULL", batch
+                "UPDATE records SET delivered_at = ? WHERE seq BETWEEN ? AND ? AND acked_at IS NULL", batch
             )
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, "marking records delivered") from exc
 
     def depth(self) -> int:
+        """Records not yet published (the broker has not taken them)."""
         try:
             return int(self._db.execute("SELECT count(*) FROM records WHERE delivered_at IS NULL").fetchone()[0])
         except sqlite3.Error as exc:

@@ -1,13 +1,21 @@
-"""Outbox -> broker. The outbox is the only source of truth: paho's RAM queue
-is lost with the process, so anything not acknowledged is re-read from disk.
+"""Outbox -> broker -> central system. The outbox is the only source of truth:
+paho's RAM queue is lost with the process, so anything not acknowledged is
+re-read from disk.
 
-Threads: paho's network thread only records acks and connection changes under
-a lock; the pump thread owns the Outbox connection (sqlite connections must
-not cross threads), publishes, and turns acks into batched delivered-marks.
+Two acknowledgements per record: the broker's PUBACK makes it *published*; the
+central system's application ack (stations/<id>/acks) makes it *acked* or
+*rejected*. Published records not acked within ``ack_timeout_s`` are sent again,
+in seq order. ``stations/<id>/cmd/replay`` re-publishes a range still held.
+
+Threads: paho's network thread only records PUBACKs, acks, replay requests and
+connection changes under a lock; the pump thread owns the Outbox connection
+(sqlite connections must not cross threads), publishes, and stores PUBACKs and
+acks in batched commits.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -16,10 +24,14 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from station.errors import OutboxError, PublishError, StationError
+from station.delivery import status as status_msg
+from station.delivery.acks import AckKeeper, Inbox
+from station.delivery import link_problems as problems
 from station.delivery.mqtt import Ack, MqttLink, Will
 from station.delivery.outbox import Outbox
+from station.delivery.outbox_states import AppAck
 from station.delivery.tls import ClientTls, Credentials
+from station.errors import OutboxError, PublishError, StationError
 
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
@@ -29,6 +41,8 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # (or a full window) so that one commit covers many records; a lost mark only
 # means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
+_RESEND_CAP = 600.0  # s: the longest wait between re-send rounds while no acks arrive
+_DUE_CHECK_EVERY = 1.0  # how often to look for published records whose ack is overdue
 
 
 def records_topic(station_id: str) -> str:
@@ -41,21 +55,17 @@ def status_topic(station_id: str) -> str:
 
 class Publisher:
     def __init__(
-        self,
-        *,
-        outbox_path: Path,
-        station_id: str,
-        host: str,
-        port: int,
-        version: str,
-        client_id: str | None = None,
-        window: int = 20,
-        keepalive: int = 30,
-        tls: ClientTls | None = None,
-        credentials: Credentials | None = None,
+        self, *, outbox_path: Path, station_id: str, host: str, port: int, version: str,
+        client_id: str | None = None, window: int = 20, keepalive: int = 30,
+        tls: ClientTls | None = None, credentials: Credentials | None = None,
         on_event: Callable[[str], None] | None = None,
         on_delivered: Callable[[Sequence[int]], None] | None = None,
+        ack_timeout_s: float = 30.0, heartbeat_s: float = 30.0, retention_s: float | None = None,
+        state_dir: Path | None = None, on_rejected: Callable[[AppAck], None] | None = None,
     ) -> None:
+        """``retention_s``: acked records older than this are pruned (None keeps
+        them); ``state_dir``: where central-ack.json is kept (records/head.py);
+        ``on_rejected``: told once per record the central system rejects."""
         if not station_id or any(c in station_id for c in "+#/"):
             raise PublishError(f"station id {station_id!r} cannot be used in a topic", "use letters, digits, - and _")
         self.outbox_path = Path(outbox_path)
@@ -70,6 +80,10 @@ class Publisher:
         self.status_topic = status_topic(station_id)
         self._on_event = on_event
         self._on_delivered = on_delivered
+        self.ack_timeout = ack_timeout_s
+        self._resend_wait = ack_timeout_s  # grows while no acks arrive (see _resend_overdue)
+        self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), retention_s=retention_s,
+                                 on_rejected=on_rejected, emit=self._emit, set_error=self._set_error)
 
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -78,36 +92,31 @@ class Publisher:
         # State shared with the network thread (guarded by _lock):
         self._epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
-        self._inflight: set[int] = set()
-        self._birth_pending = False  # the birth takes one of the broker's Receive Maximum slots
+        self._inflight: set[int] = set()  # tokens, not seqs: a replay may repeat a seq in flight
+        self._tokens = itertools.count()
         self._acked: list[int] = []
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
-        self._error: str | None = None
-        self._status: dict = {}  # the station's own state (devices, measuring/refusing), merged into the status
-        self._status_dirty = False
+        self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
         # Pump-thread only:
         self._cursor = 0  # highest seq published on this connection
         self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
         self._backoff = _BACKOFF_MIN
         self._retry_delay = _BACKOFF_MIN
+        self._due_checked = 0.0
 
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._link = MqttLink(
-            host,
-            port,
-            client_id or f"station-{station_id}",
-            keepalive=keepalive,
-            tls=tls,
-            credentials=credentials,
-            will=Will(self.status_topic, json.dumps({"state": "offline"}).encode(), retain=True),
-            max_inflight=self.window,
-            on_connect=self._handle_connect,
-            on_disconnect=self._handle_disconnect,
+            host, port, client_id or f"station-{station_id}", keepalive=keepalive, tls=tls, credentials=credentials,
+            will=Will(self.status_topic, json.dumps(status_msg.OFFLINE).encode(), retain=True),
+            max_inflight=self.window, on_connect=self._handle_connect, on_disconnect=self._handle_disconnect,
             on_problem=self._handle_link_problem,
         )
+        self._beacon = status_msg.Beacon(self._link, self.status_topic, version, heartbeat_s,
+                                         set_error=self._set_error, wake=self._wake.set)
+        self._inbox = Inbox(self._link, station_id, wake=self._wake.set, emit=self._emit)
 
     # -- public --------------------------------------------------------------------
 
@@ -117,7 +126,9 @@ class Publisher:
 
     @property
     def last_error(self) -> str | None:
-        return self._error or self._link.last_error
+        with self._lock:
+            error = self._error
+        return error or self._link.last_error
 
     def start(self) -> None:
         """Returns once the outbox is open; a broker that is down is retried in the
@@ -134,23 +145,23 @@ class Publisher:
         self._link.start()
 
     def notify(self) -> None:
+        """New records were appended (the status's counts change too)."""
+        self._beacon.touch()
         self._wake.set()
 
     def set_status(self, **fields: object) -> None:
-        """Merge fields into the retained status message and republish it
-        (from the pump thread, as soon as the broker is connected)."""
-        with self._lock:
-            if all(self._status.get(k) == v for k, v in fields.items()):
-                return
-            self._status.update(fields)
-            self._status_dirty = True
-        self._wake.set()
+        """Merge the station's fields (state, reason, devices, ...) into the retained
+        status and republish it (from the pump thread, once connected)."""
+        if self._beacon.set(fields):
+            self._wake.set()
 
-    def wait_drained(self, timeout: float) -> bool:
+    def wait_drained(self, timeout: float, acked: bool = False) -> bool:
+        """Wait until every record is published (``acked``: accepted or rejected
+        by the central system)."""
         deadline = time.monotonic() + timeout
         with Outbox(self.outbox_path) as ob:  # our own connection: we are on the caller's thread
             while True:
-                if ob.depth() == 0:
+                if (ob.counts().awaiting_verdict if acked else ob.depth()) == 0:
                     return True
                 if time.monotonic() >= deadline:
                     return False
@@ -181,10 +192,11 @@ class Publisher:
         with self._lock:
             self._epoch += 1
             self._inflight.clear()
-            self._birth_pending = False
+            self._beacon.reset()
             self._fresh = True
             self.window = window
             self._refill_at = max(1, window // 4)
+        self._inbox.subscribe()  # every connect: a broker without persistence forgets them
         self._emit(f"connected to {self._link.host}:{self._link.port}")
         if window < self.configured_window and not self._window_told:
             self._window_told = True
@@ -203,10 +215,10 @@ class Publisher:
     def _handle_link_problem(self, what: str, fix: str) -> None:
         self._emit(f"{what}; records are kept in the outbox and sent when the link is back. Fix: {fix}")
 
-    def _handle_ack(self, seq: int, epoch: int, ack: Ack) -> None:
+    def _handle_ack(self, seq: int, token: int, epoch: int, ack: Ack) -> None:
         with self._lock:
             if epoch == self._epoch:
-                self._inflight.discard(seq)
+                self._inflight.discard(token)
             if ack.ok:
                 # Wake the pump only when it has something worth doing: start the
                 # mark timer, refill a chunk of the window, or store a full batch.
@@ -225,7 +237,7 @@ class Publisher:
 
     def _run(self) -> None:
         try:
-            ob = Outbox(self.outbox_path)
+            ob = Outbox(self.outbox_path, synchronous="NORMAL")  # marks and acks only: see Outbox
         except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
             self._start_error = exc
             self._ready.set()
@@ -238,10 +250,17 @@ class Publisher:
                 stopping = self._stopping.is_set()
                 try:
                     self._step(ob)
+                except StationError as exc:
+                    # A sick disk or a refusing broker: expected, told in one line; the
+                    # records stay in the outbox and the next step retries.
+                    self._set_error(str(exc))
+                    self._stopping.wait(1.0)
                 except Exception as exc:  # noqa: BLE001
-                    # A sick disk or a paho surprise must not kill the publisher:
-                    # the records stay in the outbox and the next step retries.
-                    self._set_error(str(exc) if isinstance(exc, StationError) else f"publisher error: {exc!r}")
+                    # A bug or a library surprise must not kill the publisher either,
+                    # but whoever fixes it needs the traceback, once per distinct error
+                    # (the step is retried every second).
+                    if self._set_error(f"publisher error: {exc!r}"):
+                        _log.exception("unexpected error in the publisher; retrying in 1 s")
                     self._stopping.wait(1.0)
                 if stopping:
                     return
@@ -255,66 +274,103 @@ class Publisher:
         with self._lock:
             if self._acked:
                 t = min(t, self._acked_since + _MARK_DELAY - now)
+        t = min(t, self._beacon.sleep_time(now))
         return max(0.0, t)
 
     def _step(self, ob: Outbox) -> None:
         with self._lock:
             fresh, self._fresh = self._fresh, False
             refused, self._refused = self._refused, []
-            status_due = self._status_dirty and self._link.connected
-            if status_due or fresh:
-                self._status_dirty = False
         if refused:
             self._note_refusals(refused)
+        acks_in, replays = self._inbox.take()
+        if acks_in:
+            self._resend_wait = self.ack_timeout  # the central side answers again
+        if acks_in or replays:
+            self._beacon.touch()
+            self._keeper.handle(ob, acks_in, replays, requeue=self._inbox.requeue)
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
             self._cursor = 0
-        if fresh or status_due:
-            self._publish_birth(ob)
-        if self._rewind_at is not None and time.monotonic() >= self._rewind_at:
+            self._beacon.publish_due(ob, self._keeper.status_extra(), force=True)  # the birth: before the backlog
+        now = time.monotonic()
+        if self._rewind_at is not None and now >= self._rewind_at:
             with self._lock:
                 idle = not self._inflight
             if idle:  # wait for the window to empty, so the re-send keeps seq order
                 self._flush_acks(ob)
                 self._rewind_at = None
                 self._cursor = 0
+        elif self._rewind_at is None and now - self._due_checked >= _DUE_CHECK_EVERY:
+            self._due_checked = now
+            self._resend_overdue(ob)
         if not self._draining.is_set():
             self._fill(ob)
         self._flush_acks(ob, eager=False)
+        if self._link.connected:
+            self._beacon.publish_due(ob, self._keeper.status_extra(), force=False)
+        self._keeper.prune_due(ob, now)
+
+    def _resend_overdue(self, ob: Outbox) -> None:
+        """Published but not acked in time: go back to the start, once the window
+        is empty, so the overdue records go out again in seq order."""
+        oldest = ob.oldest_unacked_publish()
+        if oldest is None or oldest >= time.time() - self._resend_wait:
+            return
+        with self._lock:
+            idle = not self._inflight and not self._acked
+        if idle and self._cursor > 0:
+            _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
+                      self._resend_wait)
+            self._cursor = 0
+            # While the central side stays silent, each round waits twice as long
+            # (up to _RESEND_CAP): a consumer that is down must not get a flood.
+            self._resend_wait = min(self._resend_wait * 2, max(self.ack_timeout, _RESEND_CAP))
+
+    def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
+        """A replay first (the central side is waiting for it), then records not yet
+        published or overdue for an ack, in seq order."""
+        rows = self._keeper.replay_batch(ob, room)
+        if rows:
+            return rows
+        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=time.time() - self._resend_wait)
+        if recs:
+            self._cursor = recs[-1].seq
+        return [(r.seq, r.record_id, r.data) for r in recs]
 
     def _fill(self, ob: Outbox) -> None:
         while self._rewind_at is None and self._link.connected:
             with self._lock:
                 if self._fresh:
                     return  # reconnected meanwhile; the next step re-sends from the start
-                room = self.window - len(self._inflight) - self._birth_pending
+                room = self.window - len(self._inflight) - self._beacon.pending
                 epoch = self._epoch
             # Refill in chunks, not one slot per ack: each refill costs a query.
             if room < self._refill_at and room < self.window:
                 return
-            recs = ob.pending(after_seq=self._cursor, limit=room)
-            if not recs:
+            batch = self._next_batch(ob, room)
+            if not batch:
                 return
-            for rec in recs:
+            for seq, _, data in batch:
+                token = next(self._tokens)
                 with self._lock:
                     if self._epoch != epoch:
                         return
-                    self._inflight.add(rec.seq)
+                    self._inflight.add(token)
                 try:
                     self._link.publish(
                         self.records_topic,
-                        rec.data,
+                        data,
                         qos=1,
                         content_type=CONTENT_TYPE,
-                        user_properties=[("seq", str(rec.seq))],
-                        on_ack=partial(self._handle_ack, rec.seq, epoch),
+                        user_properties=[("seq", str(seq))],
+                        on_ack=partial(self._handle_ack, seq, token, epoch),
                     )
                 except PublishError:
                     with self._lock:
-                        self._inflight.discard(rec.seq)
+                        self._inflight.discard(token)
                     raise
-                self._cursor = rec.seq
 
     def _flush_acks(self, ob: Outbox, eager: bool = True) -> None:
         with self._lock:
@@ -335,9 +391,12 @@ class Publisher:
                 self._acked[:0] = acked
             raise
         self._backoff = _BACKOFF_MIN
-        if self._error is not None and self._rewind_at is None:
-            self._error = None
-            self._emit("records are being delivered again")
+        self._beacon.touch()
+        if self._rewind_at is None:
+            with self._lock:
+                recovered, self._error = self._error is not None, None
+            if recovered:
+                self._emit("records are being delivered again")
         if self._on_delivered is not None:
             try:
                 self._on_delivered(acked)
@@ -346,57 +405,23 @@ class Publisher:
 
     def _note_refusals(self, refused: list[tuple[int, Ack]]) -> None:
         seq, ack = min(refused, key=lambda r: r[0])
-        if ack.reason_code == 0x87:
-            why = (
-                f"broker ACL denies {self.records_topic} (reason {ack.reason_code} {ack.reason}); "
-                f"fix: grant write to this station"
-            )
-        elif ack.reason_code == 0x97:
-            why = f"broker quota exceeded for {self.records_topic}; fix: raise the broker's quota"
-        elif ack.reason_code == 0x95:
-            why = "record larger than the broker accepts; fix: raise message_size_limit on the broker"
-        else:
-            why = f"broker refused record seq {seq} (reason {ack.reason_code} {ack.reason}); fix: see the broker log"
+        why = problems.publish_refused(self.records_topic, seq, ack.reason_code, ack.reason)
         if self._rewind_at is None:  # first refusal of this round: schedule one retry
             self._retry_delay = self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
             self._rewind_at = time.monotonic() + self._retry_delay
         self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
 
-    def _publish_birth(self, ob: Outbox) -> None:
-        with self._lock:
-            extra = dict(self._status)
-            self._birth_pending = True
-        birth = {"state": "online", "version": self.version, "outbox_depth": ob.depth(), **extra}
-        try:
-            self._link.publish(
-                self.status_topic,
-                json.dumps(birth, separators=(",", ":")).encode(),
-                qos=1,
-                retain=True,
-                content_type="application/json",
-                on_ack=self._birth_ack,
-            )
-        except PublishError as exc:
-            with self._lock:
-                self._birth_pending = False
-            self._set_error(str(exc))
+    def _set_error(self, msg: str) -> bool:
+        """Record the current problem; tell it only when it changed. Returns whether it did.
 
-    def _birth_ack(self, ack: Ack) -> None:
+        Called from the pump thread and from paho's network thread (a refused birth)."""
         with self._lock:
-            self._birth_pending = False
-        self._wake.set()
-        if not ack.ok:
-            self._set_error(
-                f"broker refused the status message on {self.status_topic} ({ack.reason_code} {ack.reason}); "
-                "fix: grant write on it to this station"
-            )
-
-    def _set_error(self, msg: str) -> None:
-        changed = msg != self._error
-        self._error = msg
-        if changed:
+            changed = msg != self._error
+            self._error = msg
+        if changed:  # outside the lock: an observer may call back into the publisher
             self._emit(msg)
+        return changed
 
     def _emit(self, msg: str) -> None:
         if self._on_event is not None:

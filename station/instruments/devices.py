@@ -136,4 +136,6 @@ def open_instrument(name: str, cfg: DeviceConfig) -> Instrument:
     """Build the driver (no I/O yet) and wrap it for the station."""
     plugin = plugin_for(cfg.driver)
     adapter = _ADAPTERS.get(plugin.kind, Instrument)
-    return adapter(name, cfg, plugin.build(name, cfg))
+    with device_call(name):  # e.g. two devices on one bus with different settings
+        driver = plugin.build(name, cfg)
+    return adapter(name, cfg, driver)

@@ -13,9 +13,20 @@ from typing import Any
 from station.instruments.devices import Instrument
 from station.records.artifacts import ArtifactStore
 
-# kind -> (instrument, artifact store) -> a session Step (station/session/stone.py)
-STEP_BUILDERS: dict[str, Callable[[Instrument, ArtifactStore], Any]] = {}
+Keepalive = Callable[[], None]  # a long step calls it between device calls: the session is alive
+# kind -> (instrument, artifact store, keepalive) -> a session Step (station/session/stone.py)
+STEP_BUILDERS: dict[str, Callable[[Instrument, ArtifactStore, Keepalive], Any]] = {}
 
 
-def build_steps(instruments: Sequence[Instrument], artifacts: ArtifactStore) -> list[Any]:
-    return [STEP_BUILDERS[i.kind](i, artifacts) for i in instruments if i.kind in STEP_BUILDERS]
+def build_steps(instruments: Sequence[Instrument], artifacts: ArtifactStore,
+                keepalive: Keepalive = lambda: None) -> list[Any]:
+    return [STEP_BUILDERS[i.kind](i, artifacts, keepalive) for i in instruments if i.kind in STEP_BUILDERS]
+
+
+def _spectrometer(instrument: Instrument, artifacts: ArtifactStore, keepalive: Keepalive) -> Any:
+    from station.instruments.spectro_step import build  # numpy and the spectra chain only when configured
+
+    return build(instrument, artifacts, keepalive)
+
+
+STEP_BUILDERS["spectrometer"] = _spectrometer

@@ -106,6 +106,26 @@ class StorageOk(Event):
 
 
 @dataclass(frozen=True)
+class OutboxFull(Event):
+    """The outbox holds as many unaccepted records (or bytes) as it may: no new
+    measurement until the central system acknowledges some."""
+
+    reason: str
+    level: str = field(default="fault", init=False)
+
+
+@dataclass(frozen=True)
+class RecordRejected(Event):
+    """The central system verified a record and refused it. The record stays in
+    the outbox with this reason; a person has to look at it."""
+
+    seq: int
+    record_id: str
+    reason: str
+    level: str = field(default="fault", init=False)
+
+
+@dataclass(frozen=True)
 class Delivery(Event):
     """Broker and publisher news (connected, unreachable, refused a record)."""
 
