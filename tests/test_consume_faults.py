@@ -68,3 +68,57 @@ def test_broker_sigkilled_and_restarted_during_a_stream(mosquitto, postgres, tmp
         box.close()
     c.stop()
     _check_central(db, records)
+
+
+PUBLISHER = """
+import sys, time
+from pathlib import Path
+from station.delivery.publisher import Publisher
+state = Path(sys.argv[1])
+pub = Publisher(outbox_path=state / "outbox.db", station_id="S1", host="127.0.0.1", port=int(sys.argv[2]),
+                version="1.0", state_dir=state, window=10, ack_timeout_s=1.0, client_id="station-S1")
+pub.start()
+print("publishing", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_the_stations_publisher_sigkilled_mid_stream_and_restarted(mosquitto, postgres, tmp_path):
+    import os
+    import signal
+    import sys
+
+    from stationproc import Proc
+
+    keys = make_keys(tmp_path)
+    trust = write_trust(tmp_path, keys)
+    db = postgres.create_db("stationkill")
+    records = chain(keys["a"], 1000)
+    state = tmp_path / "state"
+    state.mkdir()
+    box = Outbox(state / "outbox.db")
+    c = consumer(mosquitto.port, trust, db, "central-1")
+    c.wait_for("consuming")
+    try:
+        for k in range(5):
+            part = records[k * 200:(k + 1) * 200]
+            box.append([StoredRecord(k * 200 + i + 1, f"S1-r{k * 200 + i + 1}", d) for i, d in enumerate(part)])
+            st = Proc([sys.executable, "-c", PUBLISHER, str(state), str(mosquitto.port)])
+            st.wait_for("publishing")
+            deadline = time.monotonic() + 10
+            while box.counts().acked < k * 200 + 50 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.kill(st.proc.pid, signal.SIGKILL)  # mid-stream: marks and acks of this part half done
+            st.proc.wait()
+        st = Proc([sys.executable, "-c", PUBLISHER, str(state), str(mosquitto.port)])
+        deadline = time.monotonic() + 25
+        while box.counts().acked < 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counts = box.counts()
+        assert (counts.stored, counts.published, counts.acked, counts.rejected) == (0, 0, 1000, 0), c.output[-2000:]
+        st.stop()
+    finally:
+        box.close()
+    c.stop()
+    _check_central(db, records)
