@@ -71,8 +71,8 @@ class Consumer:
         self.stored = self.duplicates = self.rejected = 0
         self.stop = threading.Event()
         self._db_errors = db_errors()
-        self._touched: set[str] = set()
-        self._last_check = 0.0
+        self._touched: set[str] = set()  # stations with new rows since the last gap check
+        self._touched_lock = threading.Lock()
         self.failure: str | None = None
 
     def run(self) -> None:
@@ -89,7 +89,15 @@ class Consumer:
                 if outcome is None:
                     continue  # database down: the batch was put back
                 self._publish(batch, outcome)
-            self._gap_check(batch)
+
+    def gap_loop(self) -> None:
+        """On its own thread and connection, so a check never delays a record's ack."""
+        while not self.stop.wait(GAP_CHECK_EVERY):
+            try:
+                self._gap_check()
+            except Exception as exc:  # a bug here must not pass silently either
+                self.failure = f"{type(exc).__name__}: {exc}"
+                self.stop.set()
 
     def _take(self, wait: float) -> list[Incoming]:
         try:
@@ -144,21 +152,28 @@ class Consumer:
         self.stored += outcome.stored
         self.duplicates += outcome.duplicates
         self.rejected += outcome.rejected
-        self._touched |= outcome.touched
+        with self._touched_lock:
+            self._touched |= outcome.touched
 
-    def _gap_check(self, batch: list[Incoming]) -> None:
-        # Under load, a check per batch would cost as much as the batch; gaps have a grace of seconds anyway.
-        now = time.monotonic()
-        if batch and now - self._last_check < GAP_CHECK_EVERY:
-            return
-        self._last_check = now
-        touched, self._touched = self._touched, set()
+    def _gap_check(self) -> None:
+        with self._touched_lock:
+            touched, self._touched = self._touched, set()
+        gap_store = self.gaps.store
         try:
-            self.store.begin()
             asks = self.gaps.check(touched)
-            self.store.commit()
+            gap_store.commit()  # ends PostgreSQL's implicit read transaction
         except self._db_errors:
-            self._rollback()
+            with self._touched_lock:
+                self._touched |= touched
+            try:
+                gap_store.rollback()
+            except Exception:  # the connection is gone: open a new one
+                reopen = getattr(gap_store, "reopen", None)
+                if reopen is not None:
+                    try:
+                        reopen()
+                    except StationError:
+                        pass
             return
         for station, lo, hi in asks:
             self.log("warn", f"{station}: seq {lo}..{hi} missing; asking the station to replay them")
@@ -192,7 +207,7 @@ def run(args) -> int:
         cfg = config.load(config.resolve_path(args.config))
         host, port = host or cfg.mqtt.host, port or cfg.mqtt.port
     store = open_store(args.db, Path(DEFAULT_DB))
-    gaps = GapWatch(store, grace=args.replay_grace, interval=args.replay_interval, max_span=args.replay_max)
+    gaps = GapWatch(open_store(args.db, Path(DEFAULT_DB)), grace=args.replay_grace, interval=args.replay_interval, max_span=args.replay_max)
     topic = f"$share/{args.group}/stations/+/records" if args.group else "stations/+/records"
     client_id = args.client_id or "-".join(["station-consume", *([args.group] if args.group else []),
                                             socket.gethostname()])
@@ -215,10 +230,13 @@ def run(args) -> int:
         sub.start(timeout=args.connect_timeout)
     except StationError:
         store.close()
+        gaps.store.close()
         raise
     console.say("info", f"consuming {topic} from {host}:{port} as {client_id} into {store.kind} {store.where}")
     worker = threading.Thread(target=consumer.run, name="consume", daemon=True)
     worker.start()
+    gap_thread = threading.Thread(target=consumer.gap_loop, name="gaps", daemon=True)
+    gap_thread.start()
     # systemd stops with SIGTERM: finish the batch in hand and report, like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop.set())
     deadline = time.monotonic() + args.timeout if args.timeout else None
@@ -234,8 +252,10 @@ def run(args) -> int:
     finally:
         consumer.stop.set()
         worker.join(5.0)
+        gap_thread.join(5.0)
         sub.stop()
         store.close()
+        gaps.store.close()
     console.say("ok" if not consumer.rejected else "warn",
                 f"stored {consumer.stored} new record(s), {consumer.duplicates} duplicate(s), "
                 f"{consumer.rejected} rejected")

@@ -193,7 +193,8 @@ class SqliteStore(Store):
         self._conn.execute("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock between consumers
 
     def commit(self) -> None:
-        self._conn.execute("COMMIT")
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
