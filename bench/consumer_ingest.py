@@ -75,7 +75,10 @@ def raw_child(port: int, n: int, client_id: str) -> None:
 
 
 class Child:
+    live: list["Child"] = []  # stopped in main()'s finally, even when a round fails
+
     def __init__(self, args: list[str], ready: str) -> None:
+        Child.live.append(self)
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
         self.lines: list[str] = []
         self.cond = threading.Condition()
@@ -95,6 +98,7 @@ class Child:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen child cannot act on SIGTERM
             self.proc.terminate()
             self.proc.wait(15)
 
@@ -221,6 +225,8 @@ def main() -> int:
             records, trust = make_records(a.rtt, work / "rtt", "S1")
             rtt = ack_round_trip(broker, records, "S1", trust, pg.create_db("rtt"))
     finally:
+        for child in Child.live:
+            child.stop()
         pg.stop()
     raw = statistics.median(rates["raw"])
     for name in ("one", "two"):
