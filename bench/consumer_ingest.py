@@ -232,7 +232,7 @@ def main() -> int:
     for name in ("one", "two"):
         med = statistics.median(rates[name])
         print(f"{name} consumer(s): {med:,.0f} records/s = {med / raw:.2f} x raw paho receive ({raw:,.0f}/s)")
-    q = statistics.quantiles(rtt, n=100)
+    q = statistics.quantiles(rtt, n=100, method="inclusive")  # never above the max
     print(f"application-ack round trip over {len(rtt)} records: p50 {statistics.median(rtt):.2f} ms, "
           f"p99 {q[98]:.2f} ms, max {max(rtt):.2f} ms (target p99 <= 5 ms)")
     print(f"machine: nproc {os.cpu_count()}, python {sys.version.split()[0]}, PostgreSQL {pg.bin.parent.name} (fsync on)")
