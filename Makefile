@@ -1,7 +1,8 @@
 # Two commands do all the set-up: `make demo` and `make test`.
 # Both create .venv, install the package and, when missing, the Debian
 # packages the station and its tests run against (mosquitto, systemd-analyze,
-# mbpoll as an independent Modbus master).
+# mbpoll as an independent Modbus master, PostgreSQL for the consumer's tests;
+# the tests start their own server on a free port and never use the system one).
 
 PY      ?= python3
 VENV    := .venv
@@ -30,6 +31,7 @@ system-deps:
 	  [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	  command -v mbpoll >/dev/null 2>&1 || missing="$$missing mbpoll"; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -45,6 +47,7 @@ bench: setup
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/spectro_modbus.py
 	$(BIN)/python bench/modbus_poll.py
+	$(BIN)/python bench/consumer_ingest.py
 
 # Mutation testing (not part of `make test` or CI; about 20 min on 2 cores).
 # What is mutated and which tests run: [tool.mutmut] in pyproject.toml. The

@@ -160,6 +160,12 @@ def cmd_records_export(args) -> int:
     return 0
 
 
+def cmd_consume(args) -> int:
+    from station.central import consume
+
+    return consume.run(args)
+
+
 def cmd_records_reset_chain(args) -> int:
     from station.app.service import outbox_path
     from station.records.reset import reset_chain
@@ -335,6 +341,13 @@ def _parser() -> argparse.ArgumentParser:
 
     verify_cli.add_arguments(s)
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("consume", parents=[common],
+                       help="the central consumer: verify, store (PostgreSQL or SQLite), ack, ask for replays")
+    from station.central import consume as consume_cli
+
+    consume_cli.add_arguments(s)
+    s.set_defaults(func=cmd_consume)
 
     sim = sub.add_parser("sim", help="device simulators").add_subparsers(metavar="DEVICE")
     s = sim.add_parser("scale", parents=[common], help="a simulated balance on a pty or TCP port")

@@ -72,6 +72,7 @@ class MessageProperties:
     dup: bool
     content_type: str | None = None
     user_properties: dict[str, str] = field(default_factory=dict)
+    mid: int = 0  # for MqttSubscriber.ack() when the subscriber acknowledges by hand
 
 
 AckCallback = Callable[[Ack], None]

@@ -35,13 +35,19 @@ class MqttSubscriber:
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         tls: ClientTls | None = None,
         credentials: Credentials | None = None,
+        manual_ack: bool = False,
+        on_problem: Callable[[str, str], None] | None = None,
     ) -> None:
         self.topic, self.qos = topic, qos
         self._on_message = on_message
         self._subscribed = threading.Event()
         self._link = MqttLink(host, port, client_id, session_expiry=session_expiry, tls=tls, credentials=credentials,
-                              on_connect=self._connected)
+                              on_connect=self._connected, on_problem=on_problem)
         c = self._link.client
+        if manual_ack:
+            # PUBACK only when the caller says the message is safe (e.g. committed to a
+            # database): a crash before that means redelivery from the session, not loss.
+            c.manual_ack_set(True)
         c.on_message = self._handle_message
         c.on_subscribe = self._handle_subscribe
 
@@ -64,6 +70,18 @@ class MqttSubscriber:
     def stop(self) -> None:
         self._link.stop()
 
+    @property
+    def last_error(self) -> str | None:
+        return self._link.last_error
+
+    def ack(self, mid: int) -> None:
+        """With ``manual_ack``: send the PUBACK for a message received earlier."""
+        self._link.client.ack(mid, self.qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, on_ack=None) -> int:
+        """Publish on the same connection (a consumer's acks and replay requests)."""
+        return self._link.publish(topic, payload, qos=qos, on_ack=on_ack)
+
     def _connected(self, session_present: bool) -> None:
         if session_present:
             self._subscribed.set()  # the broker kept our subscription
@@ -84,5 +102,5 @@ class MqttSubscriber:
         ctype = getattr(props, "ContentType", None) if props is not None else None
         self._on_message(
             bytes(msg.payload),
-            MessageProperties(msg.topic, msg.qos, bool(msg.retain), bool(msg.dup), ctype, ups),
+            MessageProperties(msg.topic, msg.qos, bool(msg.retain), bool(msg.dup), ctype, ups, msg.mid),
         )
