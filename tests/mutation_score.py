@@ -7,7 +7,8 @@ the verdicts to mutants/<path>.meta (pytest's exit code per mutant).
 
 A mutant is "message text only" when the only tokens it changes are string
 literals that sit in an error message: inside a ``raise`` statement, in a call
-whose name ends in Error/Refused/Refusal/Aborted or is ``_bad``, or in an
+whose name ends in Error/Refused/Refusal/Aborted or is ``_bad``, in a typed
+event built as ``ev.<Event>(...)`` (its operator text), or in an
 f-string; and the change is to another text or to ``None``. Such a mutant turns
 "no reply within 1 s" into "XXno reply within 1 sXX"; tests that pinned every
 message would be brittle, so these are not counted. Other string literals (command words, units, state and event names)
@@ -57,7 +58,9 @@ def _message_lines(fn: ast.AST) -> set[int]:
             spans.append(node)
         elif isinstance(node, ast.Call):
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            if _MESSAGE_CALL.search(name):
+            # ev.StoneRemoved("Pan empty. ..."): a typed event's text is what a person reads
+            on_events = isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", "") == "ev"
+            if _MESSAGE_CALL.search(name) or on_events:
                 spans.append(node)
         elif isinstance(node, ast.JoinedStr):
             spans.append(node)

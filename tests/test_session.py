@@ -358,3 +358,96 @@ def test_not_recorded_keeps_the_stone_marked_unrecorded(rig):
     assert rig.session.on_pan is None and rig.session.phase is Phase.AWAIT_REMOVAL
     assert "NOT RECORDED: disk full" in rig.events[-1].message
     assert m.mass_ug == 150_000
+
+
+# -- what mutation testing showed untested ----------------------------------------------
+
+
+def test_start_with_the_pan_at_the_removal_threshold_counts_as_loaded():
+    rig = Rig()
+    rig.scale.pan = r(CFG.removal_threshold_ug)
+    rig.step()
+    assert rig.session.phase is Phase.AWAIT_REMOVAL
+    rig2 = Rig()
+    rig2.scale.pan = r(CFG.removal_threshold_ug - 1)
+    rig2.step()
+    assert rig2.session.phase is Phase.IDLE and isinstance(rig2.events[-1], ev.Ready)
+
+
+def test_the_final_reading_is_compared_with_the_last_settled_one_not_the_first():
+    cfg = CFG.model_copy(update={"stable_readings": 3})
+    rig = Rig(cfg).ready()
+    tol = cfg.stable_tolerance_ug
+    rig.scale.pan = r(150_000)
+    rig.step()  # detected
+    rig.scale.script.extend([r(150_000), r(150_000 + tol), r(150_000 + 2 * tol)])  # each agrees with the one before
+    rig.scale.finals.append(r(150_000 + 3 * tol))  # within tol of the last, 3 tol from the first
+    assert rig.step() is None and rig.step() is None
+    m = rig.step()
+    assert m is not None and m.mass_ug == 150_000 + 3 * tol
+    assert rig.session.phase is Phase.AWAIT_REMOVAL  # set before the caller seals it
+    measured = [e for e in rig.events if isinstance(e, ev.StoneMeasured)]
+    assert [e.mass_ug for e in measured] == [150_000 + 3 * tol]
+
+
+def test_recorded_event_carries_the_stone_and_its_notes_and_flags(rig):
+    spec = Reading("spectro", "spectrometer", "fake", IDENT, "spectrum-processed", "1", "t", (), value=1,
+                   note="screening PASS")
+    rig2 = Rig(steps=[FakeStep("spectro", [spec])]).ready()
+    m = rig2.settle(100_000)
+    rig2.session.recorded(12, m)
+    e = rig2.events[-1]
+    assert isinstance(e, ev.StoneRecorded)
+    assert (e.seq, e.mass_ug, e.carat, e.carat_raw, e.flags) == (12, 100_000, "0.50", "0.500", ("reweigh:0.50ct",))
+    assert "; screening PASS" in e.message and "reweigh:0.50ct: weigh again on a second balance" in e.message
+    assert rig2.session.on_pan == 12 and rig2.session.phase is Phase.AWAIT_REMOVAL
+    m = rig.settle(150_000)  # no steps, no flags: nothing appended
+    rig.session.recorded(3, m)
+    assert rig.events[-1].message == "Recorded #3: 0.75 ct (0.750 ct raw), 150000 µg. Remove the stone."
+
+
+def test_a_note_on_the_mass_reading_itself_is_not_repeated():
+    rig = Rig().ready()
+    m = rig.settle(150_000)
+    noted = Measurement((Reading(**{**m.readings[0].__dict__, "note": "scale note"}),), m.ambient, m.flags)
+    rig.session.recorded(1, noted)
+    assert "scale note" not in rig.events[-1].message
+
+
+def test_a_required_ambient_sensor_that_answers_lets_the_stone_through():
+    rig = Rig(ambient=FakeAmbient(OK_AMBIENT, required=True)).ready()
+    m = rig.settle(150_000)
+    assert m is not None and m.ambient.status == "ok"
+    assert not any(isinstance(e, ev.AmbientWarning) for e in rig.events)
+
+
+def test_ambient_back_to_ok_is_told_once():
+    amb = FakeAmbient(AmbientStatus("missing", "no reply", device="ambient"))
+    rig = Rig(ambient=amb).ready()
+    m = rig.settle(150_000)
+    rig.session.recorded(1, m)
+    rig.scale.pan = r(0)
+    rig.step()
+    amb.status = OK_AMBIENT
+    rig.settle(150_000)
+    warnings = [e for e in rig.events if isinstance(e, ev.AmbientWarning)]
+    assert [w.status for w in warnings] == ["missing", "ok"]
+
+
+def test_a_scale_unreachable_at_start_begins_in_fault_and_recovers():
+    rig = Rig()
+    rig.session.scale_unreachable("no reply within 1 s")
+    assert rig.session.phase is Phase.FAULT and rig.session.fault == "no reply within 1 s"
+    rig.scale.recover_result = DeviceError("no reply within 1 s", "check the cable")
+    rig.step()
+    assert rig.events == []  # the same cause: not told again
+    rig.scale.recover_result = IDENT
+    rig.step()
+    assert rig.session.phase is Phase.IDLE and rig.session.fault is None
+
+
+def test_a_step_failure_keeps_the_instruments_fix():
+    step = FakeStep("spectrometer", DeviceError("saturated", "close the lid"))
+    rig = Rig(steps=[step]).ready()
+    rig.settle(150_000)
+    assert "Fix: close the lid" in rig.events[-1].message

@@ -90,7 +90,6 @@ class StoneSession:
         # the caller (it is stored with the record).
         self.on_pan = on_pan
         self.fault: str | None = None  # the scale's current fault (cause only, no transcript)
-        self._aborted_on_pan = False  # a stone was aborted and is still on the pan
         self._settle_started = 0.0
         self._agreeing: list[int] = []
         self._refusal: str | None = None  # the scale's last refusal, told to the operator once
@@ -134,7 +133,6 @@ class StoneSession:
             seq, mass, format_carats(mass), format_raw_carats(mass), tuple(m.flags)))
 
     def not_recorded(self, reason: str) -> None:
-        self._aborted_on_pan = True
         self._go(Phase.AWAIT_REMOVAL)
         self.emit(ev.StoneNotRecorded(f"NOT RECORDED: {reason}. Remove the stone and measure it again later.", reason))
 
@@ -155,7 +153,6 @@ class StoneSession:
         if self.on_pan is not None:
             msg = f"A stone is on the pan at start-up; it is already recorded as #{self.on_pan}. Remove it."
         else:
-            self._aborted_on_pan = True
             msg = "A stone is on the pan at start-up and was NOT recorded. Remove it, then place it again."
         self.emit(ev.PanLoadedAtStart(msg, self.on_pan))
 
@@ -169,7 +166,6 @@ class StoneSession:
     def _await_removal(self, reading: Reading) -> None:
         if reading.value_ug < self.cfg.removal_threshold_ug:
             self.on_pan = None
-            self._aborted_on_pan = False
             self._go(Phase.IDLE)
             self.emit(ev.StoneRemoved("Pan empty. Place the next stone."))
 
@@ -231,7 +227,6 @@ class StoneSession:
     # -- failures ----------------------------------------------------------
 
     def _abort(self, device: str, why: str) -> None:
-        self._aborted_on_pan = True
         self._go(Phase.AWAIT_REMOVAL)
         self.emit(ev.StoneAborted(f"{why}. Nothing was recorded for this stone: remove it, then place it again.",
                                   device, why))
@@ -251,7 +246,6 @@ class StoneSession:
     def _scale_fault(self, exc: DeviceError) -> None:
         lost = ""
         if self.phase is Phase.SETTLING:
-            self._aborted_on_pan = True
             lost = " The stone in progress was aborted; nothing was recorded."
         self.fault = exc.what
         self._go(Phase.FAULT)
@@ -270,7 +264,7 @@ class StoneSession:
         # handled by step() like any other poll.
         reading = self.scale.weigh_now()
         if reading.value_ug < self.cfg.removal_threshold_ug:
-            self.on_pan, self._aborted_on_pan = None, False
+            self.on_pan = None
             self._go(Phase.IDLE)
             then = "Place the next stone."
         else:
@@ -278,7 +272,6 @@ class StoneSession:
             if self.on_pan is not None:
                 then = f"The stone on the pan is already recorded as #{self.on_pan}: remove it."
             else:
-                self._aborted_on_pan = True
                 then = "The stone on the pan was NOT recorded: remove it, then place it again."
         self.emit(ev.DeviceRecovered(f"{self.scale.name} is back (serial {ident.serial}). {then}",
                                      self.scale.name, ident.serial))
