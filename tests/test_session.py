@@ -451,3 +451,69 @@ def test_a_step_failure_keeps_the_instruments_fix():
     rig = Rig(steps=[step]).ready()
     rig.settle(150_000)
     assert "Fix: close the lid" in rig.events[-1].message
+
+
+def test_events_name_the_scale_and_the_cause():
+    rig = Rig().ready()
+    rig.scale.pan = DeviceRefusal("balance reports overload (S +)", "remove the load")
+    rig.step()
+    refused = rig.events[-1]
+    assert isinstance(refused, ev.DeviceFault) and (refused.device, refused.reason) == (
+        "scale", "balance reports overload (S +)")
+    rig.scale.pan = DeviceError("lost the connection", "check the cable")
+    rig.step()
+    fault = rig.events[-1]
+    assert (fault.device, fault.reason) == ("scale", "lost the connection")
+    assert rig.session.fault == "lost the connection"
+    rig.scale.recover_result = DeviceError("port gone", "plug it in")
+    rig.step()
+    still = rig.events[-1]
+    assert (still.device, still.reason) == ("scale", "port gone")
+    rig.scale.recover_result = IDENT
+    rig.scale.pan = r(0)
+    rig.step()
+    back = rig.events[-1]
+    assert isinstance(back, ev.DeviceRecovered) and (back.device, back.serial) == ("scale", "SN-1")
+
+
+def test_a_refusal_before_the_first_reading_keeps_the_start_check():
+    rig = Rig(on_pan=5)
+    rig.scale.pan = DeviceRefusal("the balance is set to oz; set it to g or ct", "change the unit")
+    rig.step()
+    assert rig.session.phase is Phase.START
+    rig.scale.pan = r(150_000)
+    rig.step()  # the unit is fixed: the pan is checked as at start-up
+    assert isinstance(rig.events[-1], ev.PanLoadedAtStart) and rig.events[-1].recorded_seq == 5
+
+
+def test_a_refusal_is_told_again_after_a_good_reading():
+    rig = Rig().ready()
+    refusal = DeviceRefusal("balance reports overload (S +)", "remove the load")
+    rig.scale.script.extend([refusal, refusal, r(0), refusal])
+    for _ in range(4):
+        rig.step()
+    assert sum(isinstance(e, ev.DeviceFault) for e in rig.events) == 2
+
+
+def test_recovery_with_the_pan_at_the_removal_threshold_counts_as_loaded(rig):
+    rig.scale.pan = DeviceError("lost", "cable")
+    rig.step()
+    rig.scale.pan = r(CFG.removal_threshold_ug)
+    rig.step()
+    assert rig.session.phase is Phase.AWAIT_REMOVAL and rig.session.on_pan is None
+
+
+def test_aborted_event_names_the_instrument_and_reason(rig):
+    rig.scale.pan = r(150_000, stable=False)
+    rig.step()
+    rig.scale.pan = DeviceRefusal("balance reports overload (S +)", "remove the load")
+    rig.step()
+    aborted = rig.events[-1]
+    assert isinstance(aborted, ev.StoneAborted) and aborted.device == "scale"
+    assert aborted.reason == "scale: balance reports overload (S +). Fix: remove the load"
+
+
+def test_not_recorded_carries_the_reason(rig):
+    rig.settle(150_000)
+    rig.session.not_recorded("disk full")
+    assert rig.events[-1].reason == "disk full"
