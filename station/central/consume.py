@@ -27,6 +27,7 @@ from station.central.ingest import Incoming, Ingestor, Outcome
 from station.central.store import Store, db_errors, open_store
 from station.central.trust import TrustStore
 from station.errors import StationError
+from station.delivery.topics import acks_topic, cmd_topic
 
 DEFAULT_DB = "consumer.sqlite"
 BATCH_MAX = 500
@@ -146,7 +147,7 @@ class Consumer:
             if msg.token is not None:
                 self.ack(msg.token)
         for station, entries in outcome.acks.items():
-            self.send(f"stations/{station}/acks", json.dumps({"acks": entries}, separators=(",", ":")).encode())
+            self.send(acks_topic(station), json.dumps({"acks": entries}, separators=(",", ":")).encode())
         for alarm in outcome.alarms:
             self.log("fault", alarm)
         self.stored += outcome.stored
@@ -177,7 +178,7 @@ class Consumer:
             return
         for station, lo, hi in asks:
             self.log("warn", f"{station}: seq {lo}..{hi} missing; asking the station to replay them")
-            self.send(f"stations/{station}/cmd/replay", json.dumps({"from_seq": lo, "to_seq": hi}).encode())
+            self.send(cmd_topic(station) + "/replay", json.dumps({"from_seq": lo, "to_seq": hi}).encode())
 
 
 def _trust(args) -> TrustStore:

@@ -354,3 +354,17 @@ class Outbox(AckStates):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_drained(path: Path, timeout: float, acked: bool = False) -> bool:
+    """Poll the outbox at ``path`` (on a connection of the caller's own) until every
+    record is published, or with ``acked`` accepted or rejected by the central system."""
+    deadline = time.monotonic() + timeout
+    with Outbox(path) as ob:
+        while True:
+            if (ob.counts().awaiting_verdict if acked else ob.depth()) == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+

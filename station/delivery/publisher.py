@@ -25,10 +25,11 @@ from functools import partial
 from pathlib import Path
 
 from station.delivery import status as status_msg
-from station.delivery.acks import AckKeeper, Inbox
+from station.delivery.acks import AckKeeper, Inbox, ResendClock
 from station.delivery import link_problems as problems
 from station.delivery.mqtt import Ack, MqttLink, Will
-from station.delivery.outbox import Outbox
+from station.delivery.topics import records_topic, status_topic
+from station.delivery.outbox import Outbox, wait_drained
 from station.delivery.outbox_states import AppAck
 from station.delivery.tls import ClientTls, Credentials
 from station.errors import OutboxError, PublishError, StationError
@@ -41,16 +42,7 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # (or a full window) so that one commit covers many records; a lost mark only
 # means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
-_RESEND_CAP = 600.0  # s: the longest wait between re-send rounds while no acks arrive
 _DUE_CHECK_EVERY = 1.0  # how often to look for published records whose ack is overdue
-
-
-def records_topic(station_id: str) -> str:
-    return f"stations/{station_id}/records"
-
-
-def status_topic(station_id: str) -> str:
-    return f"stations/{station_id}/status"
 
 
 class Publisher:
@@ -80,8 +72,7 @@ class Publisher:
         self.status_topic = status_topic(station_id)
         self._on_event = on_event
         self._on_delivered = on_delivered
-        self.ack_timeout = ack_timeout_s
-        self._resend_wait = ack_timeout_s  # grows while no acks arrive (see _resend_overdue)
+        self._resend = ResendClock(ack_timeout_s)  # the wait grows while no acks arrive
         self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), retention_s=retention_s,
                                  on_rejected=on_rejected, emit=self._emit, set_error=self._set_error)
 
@@ -158,14 +149,7 @@ class Publisher:
     def wait_drained(self, timeout: float, acked: bool = False) -> bool:
         """Wait until every record is published (``acked``: accepted or rejected
         by the central system)."""
-        deadline = time.monotonic() + timeout
-        with Outbox(self.outbox_path) as ob:  # our own connection: we are on the caller's thread
-            while True:
-                if (ob.counts().awaiting_verdict if acked else ob.depth()) == 0:
-                    return True
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.01)
+        return wait_drained(self.outbox_path, timeout, acked)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let in-flight acks arrive (bounded), store the delivered-marks, then
@@ -285,7 +269,7 @@ class Publisher:
             self._note_refusals(refused)
         acks_in, replays = self._inbox.take()
         if acks_in:
-            self._resend_wait = self.ack_timeout  # the central side answers again
+            self._resend.answered()  # the central side answers again
         if acks_in or replays:
             self._beacon.touch()
             self._keeper.handle(ob, acks_in, replays, requeue=self._inbox.requeue)
@@ -315,18 +299,15 @@ class Publisher:
     def _resend_overdue(self, ob: Outbox) -> None:
         """Published but not acked in time: go back to the start, once the window
         is empty, so the overdue records go out again in seq order."""
-        oldest = ob.oldest_unacked_publish()
-        if oldest is None or oldest >= time.time() - self._resend_wait:
+        if not self._resend.overdue(ob.oldest_unacked_publish(), time.time()):
             return
         with self._lock:
             idle = not self._inflight and not self._acked
         if idle and self._cursor > 0:
             _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
-                      self._resend_wait)
+                      self._resend.wait)
             self._cursor = 0
-            # While the central side stays silent, each round waits twice as long
-            # (up to _RESEND_CAP): a consumer that is down must not get a flood.
-            self._resend_wait = min(self._resend_wait * 2, max(self.ack_timeout, _RESEND_CAP))
+            self._resend.back_off()
 
     def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
         """A replay first (the central side is waiting for it), then records not yet
@@ -334,7 +315,7 @@ class Publisher:
         rows = self._keeper.replay_batch(ob, room)
         if rows:
             return rows
-        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=time.time() - self._resend_wait)
+        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=self._resend.resend_before(time.time()))
         if recs:
             self._cursor = recs[-1].seq
         return [(r.seq, r.record_id, r.data) for r in recs]
