@@ -18,6 +18,7 @@ from station.central.trust import PRODUCTION, SIMULATION, TrustStore, from_jwk_f
 from station.central.verify import DEFAULT_WINDOW, ChainChecker
 from station.errors import KeyFileError, StationError
 from station.records.keys import load_private_key
+from station.delivery.topics import records_topic
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -178,7 +179,7 @@ def _subscribe(args, checker: ChainChecker, on_record) -> None:
             if args.count and checker.count >= args.count:
                 enough.set()
 
-    topic = f"stations/{args.station}/records"
+    topic = records_topic(args.station)
     client_id = args.client_id or f"station-verify-{args.station.replace('+', 'all')}-{socket.gethostname()}"
     sub = MqttSubscriber(host=host, port=port, topic=topic, client_id=client_id, on_message=on_message)
     # Connecting is part of --timeout, so the time named in any message is the one the user gave.

@@ -27,7 +27,7 @@ from station.delivery.outbox import Outbox
 from station.delivery.outbox_states import ACCEPTED, REJECTED, AckResult, AppAck
 from station.errors import OutboxError
 from station.records.head import write_central_ack
-from station.delivery.topics import acks_topic, cmd_topic  # noqa: F401 - re-exported
+from station.delivery.topics import acks_topic, cmd_topic
 
 _log = logging.getLogger(__name__)
 
@@ -240,30 +240,3 @@ class AckKeeper:
                 return rows
             self._replay.pop(0)
         return []
-
-
-class ResendClock:
-    """When published records count as overdue for the central system's ack.
-
-    While the central side stays silent, each re-send round waits twice as long
-    (up to ``cap_s``): a consumer that is down must not get a flood. The first
-    ack that arrives resets the wait."""
-
-    def __init__(self, ack_timeout_s: float, cap_s: float = 600.0) -> None:
-        self.ack_timeout = ack_timeout_s
-        self.cap = max(ack_timeout_s, cap_s)
-        self.wait = ack_timeout_s
-
-    def resend_before(self, now_wall: float) -> float:
-        """Records published before this wall time and still unacked are overdue."""
-        return now_wall - self.wait
-
-    def overdue(self, oldest_publish: float | None, now_wall: float) -> bool:
-        return oldest_publish is not None and oldest_publish < self.resend_before(now_wall)
-
-    def back_off(self) -> None:
-        self.wait = min(self.wait * 2, self.cap)
-
-    def answered(self) -> None:
-        self.wait = self.ack_timeout
-

@@ -25,7 +25,8 @@ from functools import partial
 from pathlib import Path
 
 from station.delivery import status as status_msg
-from station.delivery.acks import AckKeeper, Inbox, ResendClock
+from station.delivery.acks import AckKeeper, Inbox
+from station.delivery.resend import RefusalRetry, ResendClock
 from station.delivery import link_problems as problems
 from station.delivery.mqtt import Ack, MqttLink, Will
 from station.delivery.topics import records_topic, status_topic
@@ -37,12 +38,10 @@ from station.errors import OutboxError, PublishError, StationError
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
 _IDLE_POLL = 0.5  # also catches records appended without notify()
-_BACKOFF_MIN, _BACKOFF_MAX = 0.5, 30.0
 # Each delivered-mark commit costs an fsync; collect acks for up to this long
 # (or a full window) so that one commit covers many records; a lost mark only
 # means a duplicate publish, never a lost record.
 _MARK_DELAY = 0.05
-_DUE_CHECK_EVERY = 1.0  # how often to look for published records whose ack is overdue
 
 
 class Publisher:
@@ -91,10 +90,7 @@ class Publisher:
         self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
         # Pump-thread only:
         self._cursor = 0  # highest seq published on this connection
-        self._rewind_at: float | None = None  # after a refusal: when to re-send from the oldest
-        self._backoff = _BACKOFF_MIN
-        self._retry_delay = _BACKOFF_MIN
-        self._due_checked = 0.0
+        self._retry = RefusalRetry()  # after a refusal: when to re-send from the oldest
 
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -253,8 +249,8 @@ class Publisher:
 
     def _sleep_time(self) -> float:
         now, t = time.monotonic(), _IDLE_POLL
-        if self._rewind_at is not None:
-            t = min(t, self._rewind_at - now)
+        if self._retry.at is not None:
+            t = min(t, self._retry.at - now)
         with self._lock:
             if self._acked:
                 t = min(t, self._acked_since + _MARK_DELAY - now)
@@ -279,15 +275,14 @@ class Publisher:
             self._cursor = 0
             self._beacon.publish_due(ob, self._keeper.status_extra(), force=True)  # the birth: before the backlog
         now = time.monotonic()
-        if self._rewind_at is not None and now >= self._rewind_at:
+        if self._retry.due(now):
             with self._lock:
                 idle = not self._inflight
             if idle:  # wait for the window to empty, so the re-send keeps seq order
                 self._flush_acks(ob)
-                self._rewind_at = None
+                self._retry.done()
                 self._cursor = 0
-        elif self._rewind_at is None and now - self._due_checked >= _DUE_CHECK_EVERY:
-            self._due_checked = now
+        elif not self._retry.pending and self._resend.time_to_check(now):
             self._resend_overdue(ob)
         if not self._draining.is_set():
             self._fill(ob)
@@ -321,7 +316,7 @@ class Publisher:
         return [(r.seq, r.record_id, r.data) for r in recs]
 
     def _fill(self, ob: Outbox) -> None:
-        while self._rewind_at is None and self._link.connected:
+        while not self._retry.pending and self._link.connected:
             with self._lock:
                 if self._fresh:
                     return  # reconnected meanwhile; the next step re-sends from the start
@@ -371,9 +366,9 @@ class Publisher:
             with self._lock:  # keep them; a later step retries the mark
                 self._acked[:0] = acked
             raise
-        self._backoff = _BACKOFF_MIN
+        self._retry.delivered()
         self._beacon.touch()
-        if self._rewind_at is None:
+        if not self._retry.pending:
             with self._lock:
                 recovered, self._error = self._error is not None, None
             if recovered:
@@ -387,11 +382,8 @@ class Publisher:
     def _note_refusals(self, refused: list[tuple[int, Ack]]) -> None:
         seq, ack = min(refused, key=lambda r: r[0])
         why = problems.publish_refused(self.records_topic, seq, ack.reason_code, ack.reason)
-        if self._rewind_at is None:  # first refusal of this round: schedule one retry
-            self._retry_delay = self._backoff
-            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-            self._rewind_at = time.monotonic() + self._retry_delay
-        self._set_error(f"{why}; the records stay in the outbox, next try in {self._retry_delay:.1f} s")
+        delay = self._retry.refused(time.monotonic())
+        self._set_error(f"{why}; the records stay in the outbox, next try in {delay:.1f} s")
 
     def _set_error(self, msg: str) -> bool:
         """Record the current problem; tell it only when it changed. Returns whether it did.
