@@ -143,11 +143,15 @@ class Consumer:
                 self.log("fault", str(exc))
 
     def _publish(self, batch: list[Incoming], outcome: Outcome) -> None:
+        # The application acks go out BEFORE the PUBACKs, on the same connection:
+        # if the broker got a PUBACK it got the acks before it. The other order
+        # lost the acks of a batch when the consumer died between the two (the
+        # broker, PUBACK in hand, never redelivers them to be acked again).
+        for station, entries in outcome.acks.items():
+            self.send(acks_topic(station), json.dumps({"acks": entries}, separators=(",", ":")).encode())
         for msg in batch:
             if msg.token is not None:
                 self.ack(msg.token)
-        for station, entries in outcome.acks.items():
-            self.send(acks_topic(station), json.dumps({"acks": entries}, separators=(",", ":")).encode())
         for alarm in outcome.alarms:
             self.log("fault", alarm)
         self.stored += outcome.stored
