@@ -4,6 +4,9 @@ systemd watchdog keeps being pinged and the outbox keeps draining meanwhile.
 The station runs in-process (to inject the fake step) against the real MT-SICS
 simulator on a pty and a real mosquitto, which starts only once the step has
 begun: records waiting in the outbox must reach it while the step still runs.
+The consumer's persistent session is made before the station starts, so the
+broker queues what the station publishes even before the consumer reconnects
+(the station may win the race to the restarted broker).
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ class SlowStep:
     def run(self, mass):
         self.started = time.monotonic()
         self.broker.start()
-        sub = MqttSubscriber(self.broker.host, self.broker.port, "stations/+/records", "slow-step-consumer",
-                             lambda payload, props: self.received.append(time.monotonic()))
+        sub = _consumer(self.broker, self.received)
         sub.start()
         time.sleep(max(0.0, STEP_S - (time.monotonic() - self.started)))
         self.ended = time.monotonic()
         self.sub = sub
         return []
+
+
+def _consumer(broker: Mosquitto, received: list[float]) -> MqttSubscriber:
+    return MqttSubscriber(broker.host, broker.port, "stations/+/records", "slow-step-consumer",
+                          lambda payload, props: received.append(time.monotonic()))
 
 
 def _seed(cfg: config.Config) -> None:
@@ -63,6 +70,12 @@ def test_slow_step_delays_neither_watchdog_nor_publishing(tmp_path, sim, monkeyp
     assert station("keys", "init", "--config", str(path)).returncode == 0
     cfg = config.load(path)
     _seed(cfg)
+    received: list[float] = []
+    broker.start()
+    session = _consumer(broker, received)
+    session.start()
+    session.stop()
+    broker.stop()  # SIGTERM: mosquitto saves the consumer's session
 
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
@@ -82,7 +95,6 @@ def test_slow_step_delays_neither_watchdog_nor_publishing(tmp_path, sim, monkeyp
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    received: list[float] = []
     step = SlowStep(broker, received)
     bus = EventBus()
     seen: list[str] = []
