@@ -251,10 +251,12 @@ def test_states_move_stored_published_acked_rejected(ob: Outbox) -> None:
     assert [a.seq for a in res.unknown] == [9] and res.mismatched == [(AppAck(3, "zz", "accepted"), "r3")]
     c = ob.counts()
     assert (c.stored, c.published, c.acked, c.rejected, c.last_seq) == (1, 1, 1, 1, 4)
+    assert ob.states() == {1: "acked", 2: "rejected", 3: "published", 4: "stored"}
     assert ob.unacked_load()[0] == 3  # published, stored and rejected all count against the bound
     # An ack for a record never marked published (its mark was lost) still acks it.
     ob.apply_acks([AppAck(4, "r4", "accepted")])
     assert ob.counts().stored == 0 and ob.depth() == 0
+    assert ob.states()[4] == "acked"
     # The first verdict wins.
     ob.apply_acks([AppAck(2, "r2", "accepted")])
     assert ob.rejections() == [(2, "r2", "why")]

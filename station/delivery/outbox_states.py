@@ -185,6 +185,16 @@ class AckStates:
         row = self._db.execute("SELECT sha256 FROM records WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def states(self) -> dict[int, str]:
+        """Each held record's state by seq: stored, published, acked or rejected
+        (the four in the Outbox docstring; reads every row, for summaries)."""
+        try:
+            return {int(seq): str(state) for seq, state in self._db.execute(
+                "SELECT seq, CASE WHEN verdict = 'rejected' THEN 'rejected' WHEN acked_at IS NOT NULL THEN 'acked' "
+                "WHEN delivered_at IS NOT NULL THEN 'published' ELSE 'stored' END FROM records ORDER BY seq")}
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading record states") from exc
+
     def rejections(self) -> list[tuple[int, str, str]]:
         """(seq, record_id, reason) of every record the central system rejected."""
         return [(int(s), str(r), str(why or "")) for s, r, why in self._db.execute(
