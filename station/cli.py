@@ -386,7 +386,8 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", parents=[common], help="run the whole station on simulated devices")
     s.add_argument("--stones", type=_stone_count, default=5, help="how many stones (default 5)")
-    s.add_argument("--keep", metavar="DIR", help="keep the demo's config, keys and outbox in DIR")
+    s.add_argument("--keep", metavar="DIR", help="run in DIR, new or empty (default: a new temporary directory); "
+                   "the demo's config, keys, certificates, outbox and consumer database stay there")
     s.set_defaults(func=cmd_demo)
     return p
 
