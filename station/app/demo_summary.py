@@ -90,7 +90,7 @@ def tls_identities(broker_log: Path) -> list[str]:
 
 def report(export_dir: Path, placed: list[str], outbox: Path, db: Path, station_id: str, *,
            identities: list[str], expected_identities: tuple[str, ...]) -> list[str]:
-    """Print the stones table and the delivery table; return what did not end as it
+    """Print the stones table and the delivery lines; return what did not end as it
     should (a record not acked, not stored centrally or stored twice, a client that
     did not come in by its certificate)."""
     from station.central.store import SqliteStore
