@@ -24,7 +24,7 @@ from station.records.payload import RecordInput
 from stationproc import Proc, child_env, station, station_cmd, write_config
 from tcpproxy import BlackholeProxy
 
-BACKLOG = 2000
+BACKLOG = 3000
 KILLS = 10
 
 
@@ -56,7 +56,7 @@ def test_station_run_sigkilled_10_times_mid_drain_and_restarted(sim, mosquitto, 
         for k in range(KILLS):
             st = Proc(run, env=child_env())
             start = box.counts().acked
-            wait_until(lambda: box.counts().acked >= start + 40, 30, lambda: f"{box.counts()}\n{st.output}")
+            wait_until(lambda: box.counts().acked >= start + 30, 30, lambda: f"{box.counts()}\n{st.output}")
             os.kill(st.proc.pid, signal.SIGKILL)  # mid-drain: marks and acks of the window half stored
             st.proc.wait()
             assert box.counts().acked < BACKLOG, f"drained before kill {k + 1}: not mid-stream"
