@@ -51,7 +51,8 @@ def assert_all_acked(path: Path, n: int, context: Callable[[], str] | str = "") 
     with Outbox(path) as box:
         c = box.counts()
     got = (c.stored, c.published, c.acked, c.rejected)
-    assert got == (0, 0, n, 0), f"outbox (stored, published, acked, rejected) = {got}; {context() if callable(context) else context}"
+    why = context() if callable(context) else context
+    assert got == (0, 0, n, 0), f"outbox (stored, published, acked, rejected) = {got}; {why}"
 
 
 def assert_central_holds(db: str, station: str, records: list[bytes]) -> None:

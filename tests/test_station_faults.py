@@ -61,7 +61,8 @@ def test_station_run_sigkilled_10_times_mid_drain_and_restarted(sim, mosquitto, 
             st.proc.wait()
             assert box.counts().acked < BACKLOG, f"drained before kill {k + 1}: not mid-stream"
         st = Proc(run, env=child_env())
-        wait_until(lambda: box.counts().acked == BACKLOG, 30, lambda: f"{box.counts()}\n{st.output}\n{c.output[-2000:]}")
+        wait_until(lambda: box.counts().acked == BACKLOG, 30,
+                   lambda: f"{box.counts()}\n{st.output}\n{c.output[-2000:]}")
         st.stop()
         assert st.proc.returncode == 0, st.output
     finally:
