@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from station.app.broker import Mosquitto
+from station.app.postgres import Postgres
 from stationproc import Proc, SimProcess
 
 
@@ -56,3 +57,11 @@ def ambient(tmp_path: Path) -> Iterator[SimProcess]:
     yield proc
     proc.control.close()
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL server per test module; each test makes its own database."""
+    pg = Postgres().start()
+    yield pg
+    pg.stop()

@@ -5,24 +5,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import re
 import signal
 
 import psycopg
 import pytest
 
 from consumerkit import Listener, Publisher, chain, consumer, make_keys, record, reencoded, write_trust
-from station.app.postgres import Postgres
 from stationproc import station
 
 _db_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture
@@ -127,30 +118,6 @@ def test_a_gap_asks_for_a_bounded_replay_once_and_closes_when_filled(mosquitto, 
     assert [r[0] for r in rows(db)] == list(range(1, 11))
     assert len(asks.messages) == 1  # one request, not a storm (interval 60 s)
     asks.close(), acks.close()
-
-
-def test_two_consumers_in_a_group_split_the_stream_one_sigkilled_and_restarted(mosquitto, db, trust, keys):
-    records = chain(keys["a"], 400)
-    group = ("--group", "central")
-    acks = Listener(mosquitto.port, "stations/+/acks", "station-side")
-    a = consumer(mosquitto.port, trust, db, "consumer-a", *group)
-    b = consumer(mosquitto.port, trust, db, "consumer-b", *group)
-    a.wait_for("consuming"), b.wait_for("consuming")
-    pub = Publisher(mosquitto.port)
-    pub.send(records[:200])
-    os.kill(a.proc.pid, signal.SIGKILL)  # mid-stream: some of its messages are not yet committed or acked
-    a.proc.wait()
-    pub.send(records[200:])
-    a2 = consumer(mosquitto.port, trust, db, "consumer-a", *group)  # same client id: its session resumes
-    a2.wait_for("consuming")
-    acks.wait(lambda: {a["seq"] for a in acks.acks()} == set(range(1, 401)), timeout=30)
-    assert [r[0] for r in rows(db)] == list(range(1, 401))  # the primary key forbids doubles
-    assert all(a["verdict"] == "accepted" for a in acks.acks())
-    pub.close(), acks.close()
-    a2.stop(), b.stop()
-    a2.wait_for("stored"), b.wait_for("stored")
-    by_b = int(re.search(r"stored (\d+) new", b.output).group(1))
-    assert 0 < by_b < 400  # the group split the stream
 
 
 def test_a_consumer_sigkilled_and_restarted_resumes_its_session_without_loss(mosquitto, db, trust, keys):
