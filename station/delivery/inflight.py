@@ -7,42 +7,54 @@ The network thread only records what arrived (``on_ack``, ``connected``,
 the marks. Each delivered-mark commit costs a write to the outbox, so PUBACKs
 are collected into batches; a lost mark only means a duplicate publish, never
 a lost record.
+
+Beyond the broker's window, ``ahead`` more records may be handed to paho when
+paho itself keeps to the window (MqttLink.queues_beyond_window): it queues them
+and sends each from its network thread as a PUBACK frees a slot, so the pump
+thread wakes once per chunk instead of once per few PUBACKs. Those records are
+in RAM only; the outbox still holds every one of them until its mark is stored.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 
 from station.delivery.mqtt import Ack
 
-# Collect PUBACKs for up to this long (or a full window) before storing them.
+# Collect PUBACKs for up to this long, or this many, before storing them.
 MARK_DELAY = 0.05
+MARK_BATCH = 500
 
 
 class InFlight:
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, ahead: int = 0) -> None:
         self._lock = threading.Lock()
         self.epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
         self._tokens: set[int] = set()  # tokens, not seqs: a replay may repeat a seq in flight
-        self._counter = itertools.count()
+        self._next_token = 0
         self._acked: list[int] = []
         self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
         self._refused: list[tuple[int, Ack]] = []
+        # The pump was woken and has not started its next step yet: a burst of
+        # PUBACKs (one socket read) then wakes it once, not once per PUBACK.
+        self._asked = False
+        self._size(window, ahead)
+
+    def _size(self, window: int, ahead: int) -> None:
         self.window = window
-        self.refill_at = max(1, window // 4)
+        self.capacity = window + ahead  # handed to paho and not answered, at most
+        self.refill_at = max(1, self.capacity // 4)
 
     # -- network thread ------------------------------------------------------------
 
-    def connected(self, window: int) -> None:
+    def connected(self, window: int, ahead: int) -> None:
         with self._lock:
             self.epoch += 1
             self._tokens.clear()
             self._fresh = True
-            self.window = window
-            self.refill_at = max(1, window // 4)
+            self._size(window, ahead)
 
     def disconnected(self) -> None:
         with self._lock:
@@ -55,20 +67,26 @@ class InFlight:
                 self._tokens.discard(token)
             if not ack.ok:
                 self._refused.append((seq, ack))
+                self._asked = True
                 return True
             # Wake the pump only when it has something worth doing: start the
-            # mark timer, refill a chunk of the window, or store a full batch.
-            wake = not self._acked or len(self._tokens) <= self.window - self.refill_at
+            # mark timer, refill a chunk, or store a full batch.
+            wake = not self._acked or len(self._tokens) <= self.capacity - self.refill_at
             if not self._acked:
                 self._acked_since = time.monotonic()
             self._acked.append(seq)
-            return wake or len(self._acked) >= self.window
+            if self._asked or not (wake or len(self._acked) >= MARK_BATCH):
+                return False
+            self._asked = True
+            return True
 
     # -- pump thread ---------------------------------------------------------------
 
     def take_news(self) -> tuple[bool, list[tuple[int, Ack]]]:
-        """(a new connection since the last call, refusals since the last call)."""
+        """(a new connection since the last call, refusals since the last call).
+        Called first in every pump step: what changes after it wakes the pump again."""
         with self._lock:
+            self._asked = False
             fresh, self._fresh = self._fresh, False
             refused, self._refused = self._refused, []
         return fresh, refused
@@ -78,20 +96,23 @@ class InFlight:
         with self._lock:
             if self._fresh:
                 return None
-            return self.window - len(self._tokens) - reserved, self.epoch
+            return self.capacity - len(self._tokens) - reserved, self.epoch
 
-    def add(self, epoch: int) -> int | None:
-        """A token for one publish, or None when the connection changed since ``room``."""
+    def add(self, epoch: int, n: int) -> range | None:
+        """Tokens for ``n`` publishes, or None when the connection changed since ``room``."""
         with self._lock:
             if self.epoch != epoch:
                 return None
-            token = next(self._counter)
-            self._tokens.add(token)
-        return token
+            first = self._next_token
+            self._next_token += n
+            tokens = range(first, first + n)
+            self._tokens.update(tokens)
+        return tokens
 
-    def discard(self, token: int) -> None:
+    def discard(self, tokens: range) -> None:
+        """Tokens whose publish failed."""
         with self._lock:
-            self._tokens.discard(token)
+            self._tokens.difference_update(tokens)
 
     @property
     def empty(self) -> bool:
@@ -114,7 +135,7 @@ class InFlight:
         """The seqs to store as delivered now; empty when the batch may still grow."""
         with self._lock:
             if not eager and not (
-                len(self._acked) >= self.window
+                len(self._acked) >= MARK_BATCH
                 or not self._tokens  # nothing more is coming soon: don't make it wait
                 or time.monotonic() - self._acked_since >= MARK_DELAY
                 or stopping

@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -38,6 +39,10 @@ from station.errors import OutboxError, PublishError, StationError
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
 _IDLE_POLL = 0.5  # also catches records appended without notify()
+# Records handed to paho beyond the window (see delivery/inflight.py): on reconnect
+# paho sends what it held again, so this also bounds the duplicates per reconnect.
+_AHEAD = 100
+_READ_AHEAD = 200  # records per outbox read
 
 
 class Publisher:
@@ -76,7 +81,8 @@ class Publisher:
         self._error_lock = threading.Lock()
         self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
         # Pump-thread only:
-        self._cursor = 0  # highest seq published on this connection
+        self._cursor = 0  # highest seq read for publishing on this connection
+        self._unsent: deque[tuple[int, str, bytes]] = deque()  # read up to the cursor, not yet published
         self._retry = RefusalRetry()  # after a refusal: when to re-send from the oldest
 
         self._thread: threading.Thread | None = None
@@ -159,7 +165,7 @@ class Publisher:
     def _handle_connect(self, session_present: bool) -> None:
         window = self._link.window
         self._beacon.reset()
-        self._flight.connected(window)
+        self._flight.connected(window, _AHEAD if self._link.queues_beyond_window else 0)
         self._inbox.subscribe()  # every connect: a broker without persistence forgets them
         self._emit(f"connected to {self._link.host}:{self._link.port}")
         if window < self.configured_window and not self._window_told:
@@ -237,14 +243,14 @@ class Publisher:
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
-            self._cursor = 0
+            self._rewind()
             self._beacon.publish_due(ob, self._keeper.status_extra(), force=True)  # the birth: before the backlog
         now = time.monotonic()
         if self._retry.due(now):
             if self._flight.empty:  # wait for the window to empty, so the re-send keeps seq order
                 self._flush_acks(ob)
                 self._retry.done()
-                self._cursor = 0
+                self._rewind()
         elif not self._retry.pending and self._resend.time_to_check(now):
             self._resend_overdue(ob)
         if not self._draining.is_set():
@@ -262,7 +268,7 @@ class Publisher:
         if self._flight.quiet and self._cursor > 0:
             _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
                       self._resend.wait)
-            self._cursor = 0
+            self._rewind()
             self._resend.back_off()
 
     def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
@@ -271,10 +277,19 @@ class Publisher:
         rows = self._keeper.replay_batch(ob, room)
         if rows:
             return rows
-        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=self._resend.resend_before(time.time()))
-        if recs:
-            self._cursor = recs[-1].seq
-        return [(r.seq, r.record_id, r.data) for r in recs]
+        if not self._unsent:
+            rows = ob.pending_rows(after_seq=self._cursor, limit=max(room, _READ_AHEAD),
+                                   resend_before=self._resend.resend_before(time.time()))
+            if rows:
+                self._cursor = rows[-1][0]
+                self._unsent.extend(rows)
+        take = self._unsent
+        return [take.popleft() for _ in range(min(room, len(take)))]
+
+    def _rewind(self) -> None:
+        """Publish again from the oldest record not yet delivered (or overdue)."""
+        self._cursor = 0
+        self._unsent.clear()
 
     def _fill(self, ob: Outbox) -> None:
         while not self._retry.pending and self._link.connected:
@@ -283,26 +298,22 @@ class Publisher:
                 return  # reconnected meanwhile; the next step re-sends from the start
             room, epoch = free
             # Refill in chunks, not one slot per ack: each refill costs a query.
-            if room < self._flight.refill_at and room < self._flight.window:
+            if room < self._flight.refill_at and room < self._flight.capacity:
                 return
             batch = self._next_batch(ob, room)
             if not batch:
                 return
-            for seq, _, data in batch:
-                token = self._flight.add(epoch)
-                if token is None:
-                    return
+            tokens = self._flight.add(epoch, len(batch))
+            if tokens is None:
+                return
+            publish, topic, on_ack = self._link.publish, self.records_topic, self._handle_ack
+            for i, (seq, _, data) in enumerate(batch):
                 try:
-                    self._link.publish(
-                        self.records_topic,
-                        data,
-                        qos=1,
-                        content_type=CONTENT_TYPE,
-                        user_properties=[("seq", str(seq))],
-                        on_ack=partial(self._handle_ack, seq, token, epoch),
-                    )
+                    publish(topic, data, qos=1, content_type=CONTENT_TYPE, user_properties=[("seq", str(seq))],
+                            on_ack=partial(on_ack, seq, tokens[i], epoch))
                 except PublishError:
-                    self._flight.discard(token)
+                    self._flight.discard(tokens[i:])
+                    self._unsent.extendleft(reversed(batch[i:]))  # the next step tries them again
                     raise
 
     def _flush_acks(self, ob: Outbox, eager: bool = True) -> None:
