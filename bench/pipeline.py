@@ -94,10 +94,12 @@ class TimedPublisher(Publisher):
     """Notes when each PUBACK arrives (the latency end point), before the mark."""
 
     acked_at: dict[int, float]
+    acked: acked.Progress
 
     def _handle_ack(self, seq, token, epoch, ack):  # type: ignore[no-untyped-def]
-        if ack.ok:
-            self.acked_at.setdefault(seq, time.perf_counter())
+        if ack.ok and seq not in self.acked_at:
+            self.acked_at[seq] = time.perf_counter()
+            self.acked.add()
         super()._handle_ack(seq, token, epoch, ack)
 
 
@@ -113,6 +115,7 @@ def bench_pipeline(
         version="bench", window=window, on_delivered=delivered, client_id=f"bench-{workdir.name}",
     )
     pub.acked_at = {}
+    pub.acked = acked.Progress()
     pub.start()
     deadline = time.monotonic() + 10
     while not pub.connected and time.monotonic() < deadline:
@@ -125,9 +128,8 @@ def bench_pipeline(
     t0 = time.perf_counter()
     i = 0
     while i < n:
-        while i - len(pub.acked_at) >= backlog:
-            time.sleep(0.0005)
-        room = backlog - (i - len(pub.acked_at))
+        pub.acked.wait(i - backlog + 1, 60)
+        room = backlog - (i - pub.acked.n)
         k = max(1, min(batch, room, n - i))
         t_build = time.perf_counter()  # counts for every record of the batch: conservative
         recs = writer.write_batch(items[i : i + k])
@@ -169,12 +171,13 @@ def sample_record(workdir: Path) -> bytes:
 RAW_WINDOWS = (5, 10, 20)  # all within mosquitto's Receive Maximum of 20
 
 
-def bench_raw_best(broker: Mosquitto, n: int, size: int) -> tuple[float, int]:
-    """The strongest raw client: the best rate over RAW_WINDOWS, and its window."""
-    return max((bench_raw_free(broker, n, w, size), w) for w in RAW_WINDOWS)
+def bench_raw_best(broker: Mosquitto, n: int, size: int, cpu: list[float] | None = None) -> tuple[float, int]:
+    """The strongest raw client: the best rate over RAW_WINDOWS, and its window
+    (``cpu`` gets the process CPU time per message of each window)."""
+    return max((bench_raw_free(broker, n, w, size, cpu), w) for w in RAW_WINDOWS)
 
 
-def bench_raw_free(broker: Mosquitto, n: int, window: int, size: int) -> float:
+def bench_raw_free(broker: Mosquitto, n: int, window: int, size: int, cpu: list[float] | None = None) -> float:
     """paho queueing freely: every publish() at once, paho keeps `window` in flight."""
     acked = 0
     cond = threading.Condition()
@@ -197,12 +200,14 @@ def bench_raw_free(broker: Mosquitto, n: int, window: int, size: int) -> float:
     c.connect(broker.host, broker.port)
     c.loop_start()
     payload = os.urandom(size)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         c.publish("bench/raw", payload, qos=1)
     with cond:
         cond.wait_for(lambda: acked >= n, 120)
     elapsed = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append((time.process_time() - c0) / n * 1e6)
     c.disconnect()
     c.loop_stop()
     return n / elapsed
@@ -272,6 +277,28 @@ def machine(workdir: Path) -> dict:
     }
 
 
+def drain_only(broker: Mosquitto, base: Path, args: argparse.Namespace, size: int) -> int:
+    backlog_items = [stone(i) for i in range(args.drain)]
+    raws, drains, raw_cpu, drain_cpu = [], [], [], []
+    for r in range(args.rounds):
+        cpu: list[float] = []
+        raws.append(bench_raw_best(broker, args.drain, size, cpu)[0])
+        raw_cpu.append(min(cpu))
+        (base / f"drainonly{r}").mkdir()
+        res = acked.drain(broker, base / f"drainonly{r}", backlog_items, args.window, consumer=False)
+        drains.append(res["published_rate"])
+        drain_cpu.append(res["cpu_us"])
+        print(f"round {r + 1}: raw {raws[-1]:.0f} messages/s ({raw_cpu[-1]:.0f} us CPU each), drain "
+              f"{drains[-1]:.0f} records/s ({drain_cpu[-1]:.0f} us CPU each), ratio {drains[-1] / raws[-1]:.2f}",
+              flush=True)
+    raw, d = statistics.median(raws), statistics.median(drains)
+    print(f"drain {args.drain} backlog: {d:.0f} records/s to PUBACK (rounds {min(drains):.0f}-{max(drains):.0f}); "
+          f"raw {raw:.0f} messages/s (rounds {min(raws):.0f}-{max(raws):.0f}); ratio of medians {d / raw:.2f} "
+          f"(target >= {TARGET_DRAIN}); CPU per message, best round: raw {min(raw_cpu):.0f} us, drain "
+          f"{min(drain_cpu):.0f} us; load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=5000)
@@ -282,6 +309,9 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="put the outbox on this disk (default /var/tmp)")
     ap.add_argument("--drain", type=int, default=10_000, help="records in the backlog an outage leaves")
     ap.add_argument("--drain-rounds", type=int, default=2)
+    ap.add_argument("--drain-only", action="store_true",
+                    help="only the strongest raw client and the drain without a subscriber (publisher only, "
+                         "no producer), --rounds times; for profiling the publish and PUBACK path")
     args = ap.parse_args()
 
     # /var/tmp, not /tmp: /tmp may be tmpfs, where an fsync costs nothing.
@@ -301,6 +331,8 @@ def main() -> int:
     try:
         with Mosquitto(base / "broker") as broker:
             size = len(sample_record(base))
+            if args.drain_only:
+                return drain_only(broker, base, args, size)
             # Interleaved rounds and the median of each side: on a shared machine a
             # noisy (or quiet) moment then cannot decide the ratio on its own.
             for r in range(args.rounds):

@@ -262,6 +262,41 @@ def test_states_move_stored_published_acked_rejected(ob: Outbox) -> None:
     assert ob.rejections() == [(2, "r2", "why")]
 
 
+def test_waiting_tells_published_and_answered_apart(ob: Outbox) -> None:
+    assert not ob.waiting() and not ob.waiting(acked=True)  # empty
+    ob.append(recs(1, 2))
+    assert ob.waiting() and ob.waiting(acked=True)
+    ob.mark_delivered([1])
+    assert ob.waiting()  # 2 is still stored
+    ob.mark_delivered([2])
+    assert not ob.waiting() and ob.waiting(acked=True)
+    ob.apply_acks([AppAck(1, "r1", "accepted")])
+    assert ob.waiting(acked=True)
+    ob.apply_acks([AppAck(2, "r2", "rejected", "why")])  # a verdict either way answers it
+    assert not ob.waiting(acked=True)
+    assert ob.counts().awaiting_verdict == 0
+
+
+def test_oldest_unacked_is_the_first_unacked_or_rejected(ob: Outbox) -> None:
+    for seq in (1, 2, 3):
+        ob.append([StoredRecord(seq, f"r{seq}", b"x")])
+    with sqlite3.connect(ob.path) as con:  # stored_at told apart per record
+        con.executemany("UPDATE records SET stored_at = ? WHERE seq = ?", [(10.0, 1), (20.0, 2), (30.0, 3)])
+    con.close()
+    assert ob.counts().oldest_unacked_at == 10.0
+    ob.apply_acks([AppAck(1, "r1", "accepted")])
+    assert ob.counts().oldest_unacked_at == 20.0
+    ob.apply_acks([AppAck(2, "r2", "rejected", "why")])  # waits for a person: still counts
+    assert ob.counts().oldest_unacked_at == 20.0
+    ob.apply_acks([AppAck(3, "r3", "accepted")])
+    assert ob.counts().oldest_unacked_at == 20.0
+    ob.append([StoredRecord(4, "r4", b"x")])
+    with sqlite3.connect(ob.path) as con:  # a newer unacked record after an older rejection
+        con.execute("UPDATE records SET stored_at = 5.0 WHERE seq = 4")
+    con.close()
+    assert ob.counts().oldest_unacked_at == 20.0  # the lower seq decides, not the smaller time
+
+
 def test_unacked_bytes_are_counted(ob: Outbox) -> None:
     batch = recs(1, 3)
     ob.append(batch)

@@ -126,6 +126,22 @@ def test_records_arrive_in_order_and_are_marked_delivered(mosquitto, writer, mak
     assert pub.connected and pub.last_error is None
 
 
+def test_a_backlog_beyond_what_paho_holds_drains_in_order_once(mosquitto, writer, make_publisher) -> None:
+    """More records than the window plus what paho queues beyond it, and more than
+    one batch of delivered-marks: each arrives once, in seq order, and every mark is stored."""
+    sink = Collector(mosquitto, f"stations/{STATION}/records", "sink-backlog")
+    sink.sub.start()
+    sent = append(writer, 1200)
+    pub = make_publisher(mosquitto.port, window=20)
+    assert pub.wait_drained(30), pub.last_error
+    assert sink.wait(lambda: len(sink.msgs) >= 1200, 20)
+    sink.sub.stop()
+    assert sink.seqs() == list(range(1, 1201))  # no loss, no duplicate, no reordering
+    assert all(data == sent[int(p.user_properties["seq"])] for data, p in sink.msgs)
+    c = writer.counts()
+    assert (c.stored, c.published) == (0, 1200)
+
+
 def test_broker_restart_loses_nothing(mosquitto, writer, make_publisher) -> None:
     sink = Collector(mosquitto, f"stations/{STATION}/records", "sink-restart")
     sink.sub.start()
@@ -407,21 +423,24 @@ def test_unexpected_error_is_logged_with_a_traceback_once(mosquitto, writer, out
     assert pub._thread is not None and pub._thread.is_alive()
 
 
-def test_set_error_waits_for_the_lock(mosquitto, make_publisher) -> None:
-    """_set_error is also called on paho's network thread (a refused birth): its
-    write to the shared error state must wait while another thread holds the lock."""
-    pub = make_publisher(mosquitto.port)
-    done = threading.Event()
-
-    def from_network_thread() -> None:
-        pub._set_error("broker refused the status message")
-        done.set()
-
-    with pub._lock:
-        writer_thread = threading.Thread(target=from_network_thread)
-        writer_thread.start()
-        assert not done.wait(0.3)
-        assert pub._error is None  # not written behind the lock holder's back
-    assert done.wait(5)
-    writer_thread.join(5)
-    assert pub.last_error == "broker refused the status message"
+def test_a_problem_told_on_pahos_thread_is_told_once_and_clears(make_mosquitto, writer, make_publisher) -> None:
+    """A refused status arrives on paho's network thread, a delivery on the pump
+    thread: both change the publisher's one current problem. The refusal repeats with
+    every heartbeat but is told once; a record delivered afterwards clears it."""
+    broker = make_mosquitto(acl="topic read stations/#\ntopic write stations/+/records\n")
+    events: list[str] = []
+    pub = make_publisher(broker.port, on_event=events.append, heartbeat_s=0.2)
+    refused = f"broker refused the status message on stations/{STATION}/status"
+    assert wait_until(lambda: bool(pub.last_error and refused in pub.last_error), 10), pub.last_error
+    assert "grant write on it to this station" in (pub.last_error or "")
+    # About five heartbeats, each refused again on paho's thread: not told again.
+    assert not wait_until(lambda: sum(refused in e for e in events) > 1, 1.0), events
+    append(writer, 1)
+    pub.notify()
+    assert pub.wait_drained(10), pub.last_error
+    # Delivery clears the problem; the next refused heartbeat is news again, which
+    # also shows the refusals went on during the quiet second above.
+    assert wait_until(lambda: sum(refused in e for e in events) == 2, 5), events
+    told = [e for e in events if refused in e or e == "records are being delivered again"]
+    assert told[0].startswith(refused) and told[1] == "records are being delivered again" and told[2].startswith(refused)
+    assert len(told) == 3, told

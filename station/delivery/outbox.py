@@ -221,6 +221,12 @@ class Outbox(AckStates):
         """Records to publish, in seq order: those never published and, with
         ``resend_before`` (wall time), those published before it and still not
         acknowledged by the central system."""
+        return [StoredRecord(s, r, d) for s, r, d in self.pending_rows(after_seq, limit, resend_before)]
+
+    def pending_rows(self, after_seq: int = 0, limit: int = 100,
+                     resend_before: float | None = None) -> list[tuple[int, str, bytes]]:
+        """``pending`` as (seq, record_id, data) tuples: what the publisher reads, in
+        large batches, without an object per record."""
         try:
             if resend_before is None:
                 rows = self._db.execute(
@@ -236,7 +242,8 @@ class Outbox(AckStates):
                 ).fetchall()
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, "reading pending records") from exc
-        return [StoredRecord(int(s), str(r), bytes(d)) for s, r, d in rows]
+        # bytes() also refuses a row some other tool stored as TEXT (TypeError) rather than send it.
+        return [(s, r, bytes(d)) for s, r, d in rows]
 
     def mark_delivered(self, seqs: Iterable[int], now: float | None = None) -> None:
         """One transaction for the whole batch of PUBACKs: per-ack commits would cost
@@ -258,6 +265,15 @@ class Outbox(AckStates):
             )
         except sqlite3.Error as exc:
             raise _sqlite_error(exc, self.path, "marking records delivered") from exc
+
+    def waiting(self, acked: bool = False) -> bool:
+        """Whether a record is not yet published (``acked``: not yet accepted or
+        rejected by the central system). One index probe, unlike a count."""
+        column = "acked_at" if acked else "delivered_at"
+        try:
+            return self._db.execute(f"SELECT 1 FROM records WHERE {column} IS NULL LIMIT 1").fetchone() is not None
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc, self.path, "looking for pending records") from exc
 
     def depth(self) -> int:
         """Records not yet published (the broker has not taken them)."""
@@ -362,7 +378,7 @@ def wait_drained(path: Path, timeout: float, acked: bool = False) -> bool:
     deadline = time.monotonic() + timeout
     with Outbox(path) as ob:
         while True:
-            if (ob.counts().awaiting_verdict if acked else ob.depth()) == 0:
+            if not ob.waiting(acked):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -114,18 +114,22 @@ class AckStates:
         try:
             # One statement, one snapshot: the other threads commit marks and acks
             # between separate queries, and mixed snapshots give counts that never were.
-            stored, unacked, rejected, total, last = self._db.execute(
-                "SELECT count(*) FILTER (WHERE delivered_at IS NULL), count(*) FILTER (WHERE acked_at IS NULL), "
-                "count(*) FILTER (WHERE verdict = 'rejected'), count(*), coalesce(max(seq), 0) FROM records"
-            ).fetchone()
-            oldest = self._db.execute(
-                "SELECT stored_at FROM records WHERE acked_at IS NULL OR verdict = 'rejected' ORDER BY seq LIMIT 1"
+            # Each count reads a partial index, not the rows (a full scan of a
+            # large outbox, every status, took a share of the publisher's CPU).
+            stored, unacked, rejected, total, last, oldest = self._db.execute(
+                "SELECT (SELECT count(*) FROM records WHERE delivered_at IS NULL), "
+                "(SELECT count(*) FROM records WHERE acked_at IS NULL), "
+                "(SELECT count(*) FROM records WHERE verdict = 'rejected'), "
+                "(SELECT count(*) FROM records), (SELECT coalesce(max(seq), 0) FROM records), "
+                "(SELECT stored_at FROM records WHERE seq = (SELECT min(s) FROM ("
+                "SELECT min(seq) AS s FROM records WHERE acked_at IS NULL UNION ALL "
+                "SELECT min(seq) FROM records WHERE verdict = 'rejected')))"
             ).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc, "counting records") from exc
         published = unacked - stored
         return Counts(stored=stored, published=published, acked=total - unacked - rejected, rejected=rejected,
-                      last_seq=last, oldest_unacked_at=None if oldest is None else float(oldest[0]))
+                      last_seq=last, oldest_unacked_at=None if oldest is None else float(oldest))
 
     def unacked_load(self) -> tuple[int, int]:
         """(records, bytes) not yet accepted by the central system: what the

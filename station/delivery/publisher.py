@@ -7,25 +7,26 @@ central system's application ack (stations/<id>/acks) makes it *acked* or
 *rejected*. Published records not acked within ``ack_timeout_s`` are sent again,
 in seq order. ``stations/<id>/cmd/replay`` re-publishes a range still held.
 
-Threads: paho's network thread only records PUBACKs, acks, replay requests and
-connection changes under a lock; the pump thread owns the Outbox connection
-(sqlite connections must not cross threads), publishes, and stores PUBACKs and
-acks in batched commits.
+Threads: paho's network thread only records PUBACKs (delivery/inflight.py), acks
+and replay requests (delivery/acks.py) and connection changes; the pump thread
+owns the Outbox connection (sqlite connections must not cross threads),
+publishes, and stores PUBACKs and acks in batched commits.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
 from station.delivery import status as status_msg
 from station.delivery.acks import AckKeeper, Inbox
+from station.delivery.inflight import InFlight
 from station.delivery.resend import RefusalRetry, ResendClock
 from station.delivery import link_problems as problems
 from station.delivery.mqtt import Ack, MqttLink, Will
@@ -38,10 +39,10 @@ from station.errors import OutboxError, PublishError, StationError
 _log = logging.getLogger(__name__)
 CONTENT_TYPE = 'application/cose; cose-type="cose-sign1"'
 _IDLE_POLL = 0.5  # also catches records appended without notify()
-# Each delivered-mark commit costs an fsync; collect acks for up to this long
-# (or a full window) so that one commit covers many records; a lost mark only
-# means a duplicate publish, never a lost record.
-_MARK_DELAY = 0.05
+# Records handed to paho beyond the window (see delivery/inflight.py): on reconnect
+# paho sends what it held again, so this also bounds the duplicates per reconnect.
+_AHEAD = 100
+_READ_AHEAD = 200  # records per outbox read
 
 
 class Publisher:
@@ -63,9 +64,8 @@ class Publisher:
         self.station_id = station_id
         self.version = version
         self.configured_window = max(1, window)
-        # Lowered to the broker's Receive Maximum on connect (see _handle_connect).
-        self.window = self.configured_window
-        self._refill_at = max(1, self.window // 4)
+        # The window is lowered to the broker's Receive Maximum on connect (see _handle_connect).
+        self._flight = InFlight(self.configured_window)
         self._window_told = False
         self.records_topic = records_topic(station_id)
         self.status_topic = status_topic(station_id)
@@ -75,21 +75,14 @@ class Publisher:
         self._keeper = AckKeeper(None if state_dir is None else Path(state_dir), retention_s=retention_s,
                                  on_rejected=on_rejected, emit=self._emit, set_error=self._set_error)
 
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._draining = threading.Event()  # stop() called: publish nothing new
         self._stopping = threading.Event()
-        # State shared with the network thread (guarded by _lock):
-        self._epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
-        self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
-        self._inflight: set[int] = set()  # tokens, not seqs: a replay may repeat a seq in flight
-        self._tokens = itertools.count()
-        self._acked: list[int] = []
-        self._acked_since = 0.0  # monotonic time of the oldest unmarked ack
-        self._refused: list[tuple[int, Ack]] = []
+        self._error_lock = threading.Lock()
         self._error: str | None = None  # written by both threads (birth acks arrive on paho's)
         # Pump-thread only:
-        self._cursor = 0  # highest seq published on this connection
+        self._cursor = 0  # highest seq read for publishing on this connection
+        self._unsent: deque[tuple[int, str, bytes]] = deque()  # read up to the cursor, not yet published
         self._retry = RefusalRetry()  # after a refusal: when to re-send from the oldest
 
         self._thread: threading.Thread | None = None
@@ -98,7 +91,7 @@ class Publisher:
         self._link = MqttLink(
             host, port, client_id or f"station-{station_id}", keepalive=keepalive, tls=tls, credentials=credentials,
             will=Will(self.status_topic, json.dumps(status_msg.OFFLINE).encode(), retain=True),
-            max_inflight=self.window, on_connect=self._handle_connect, on_disconnect=self._handle_disconnect,
+            max_inflight=self.configured_window, on_connect=self._handle_connect, on_disconnect=self._handle_disconnect,
             on_problem=self._handle_link_problem,
         )
         self._beacon = status_msg.Beacon(self._link, self.status_topic, version, heartbeat_s,
@@ -112,8 +105,13 @@ class Publisher:
         return self._link.connected
 
     @property
+    def window(self) -> int:
+        """Records in flight at most: the configured window, lowered to the broker's Receive Maximum."""
+        return self._flight.window
+
+    @property
     def last_error(self) -> str | None:
-        with self._lock:
+        with self._error_lock:
             error = self._error
         return error or self._link.last_error
 
@@ -154,10 +152,7 @@ class Publisher:
             return
         deadline = time.monotonic() + timeout
         self._draining.set()
-        while time.monotonic() < deadline and self._link.connected:
-            with self._lock:
-                if not self._inflight:
-                    break
+        while time.monotonic() < deadline and self._link.connected and not self._flight.empty:
             time.sleep(0.01)
         self._stopping.set()
         self._wake.set()
@@ -169,13 +164,8 @@ class Publisher:
 
     def _handle_connect(self, session_present: bool) -> None:
         window = self._link.window
-        with self._lock:
-            self._epoch += 1
-            self._inflight.clear()
-            self._beacon.reset()
-            self._fresh = True
-            self.window = window
-            self._refill_at = max(1, window // 4)
+        self._beacon.reset()
+        self._flight.connected(window, _AHEAD if self._link.queues_beyond_window else 0)
         self._inbox.subscribe()  # every connect: a broker without persistence forgets them
         self._emit(f"connected to {self._link.host}:{self._link.port}")
         if window < self.configured_window and not self._window_told:
@@ -187,8 +177,7 @@ class Publisher:
         self._wake.set()
 
     def _handle_disconnect(self, reason: str) -> None:
-        with self._lock:
-            self._inflight.clear()  # forgotten: the outbox is re-read after reconnecting
+        self._flight.disconnected()
         self._emit(f"disconnected from {self._link.host}:{self._link.port} ({reason})")
         self._wake.set()
 
@@ -196,21 +185,7 @@ class Publisher:
         self._emit(f"{what}; records are kept in the outbox and sent when the link is back. Fix: {fix}")
 
     def _handle_ack(self, seq: int, token: int, epoch: int, ack: Ack) -> None:
-        with self._lock:
-            if epoch == self._epoch:
-                self._inflight.discard(token)
-            if ack.ok:
-                # Wake the pump only when it has something worth doing: start the
-                # mark timer, refill a chunk of the window, or store a full batch.
-                wake = not self._acked or len(self._inflight) <= self.window - self._refill_at
-                if not self._acked:
-                    self._acked_since = time.monotonic()
-                self._acked.append(seq)
-                wake = wake or len(self._acked) >= self.window
-            else:
-                self._refused.append((seq, ack))
-                wake = True
-        if wake:
+        if self._flight.on_ack(seq, token, epoch, ack):
             self._wake.set()
 
     # -- pump thread ---------------------------------------------------------------
@@ -251,16 +226,12 @@ class Publisher:
         now, t = time.monotonic(), _IDLE_POLL
         if self._retry.at is not None:
             t = min(t, self._retry.at - now)
-        with self._lock:
-            if self._acked:
-                t = min(t, self._acked_since + _MARK_DELAY - now)
+        t = min(t, self._flight.mark_due_in(now))
         t = min(t, self._beacon.sleep_time(now))
         return max(0.0, t)
 
     def _step(self, ob: Outbox) -> None:
-        with self._lock:
-            fresh, self._fresh = self._fresh, False
-            refused, self._refused = self._refused, []
+        fresh, refused = self._flight.take_news()
         if refused:
             self._note_refusals(refused)
         acks_in, replays = self._inbox.take()
@@ -272,16 +243,14 @@ class Publisher:
         if fresh:
             # Store marks first so that the re-send below skips what is already acked.
             self._flush_acks(ob)
-            self._cursor = 0
+            self._rewind()
             self._beacon.publish_due(ob, self._keeper.status_extra(), force=True)  # the birth: before the backlog
         now = time.monotonic()
         if self._retry.due(now):
-            with self._lock:
-                idle = not self._inflight
-            if idle:  # wait for the window to empty, so the re-send keeps seq order
+            if self._flight.empty:  # wait for the window to empty, so the re-send keeps seq order
                 self._flush_acks(ob)
                 self._retry.done()
-                self._cursor = 0
+                self._rewind()
         elif not self._retry.pending and self._resend.time_to_check(now):
             self._resend_overdue(ob)
         if not self._draining.is_set():
@@ -296,12 +265,10 @@ class Publisher:
         is empty, so the overdue records go out again in seq order."""
         if not self._resend.overdue(ob.oldest_unacked_publish(), time.time()):
             return
-        with self._lock:
-            idle = not self._inflight and not self._acked
-        if idle and self._cursor > 0:
+        if self._flight.quiet and self._cursor > 0:
             _log.info("records published more than %.0f s ago are not acknowledged yet; sending them again",
                       self._resend.wait)
-            self._cursor = 0
+            self._rewind()
             self._resend.back_off()
 
     def _next_batch(self, ob: Outbox, room: int) -> list[tuple[int, str, bytes]]:
@@ -310,66 +277,58 @@ class Publisher:
         rows = self._keeper.replay_batch(ob, room)
         if rows:
             return rows
-        recs = ob.pending(after_seq=self._cursor, limit=room, resend_before=self._resend.resend_before(time.time()))
-        if recs:
-            self._cursor = recs[-1].seq
-        return [(r.seq, r.record_id, r.data) for r in recs]
+        if not self._unsent:
+            rows = ob.pending_rows(after_seq=self._cursor, limit=max(room, _READ_AHEAD),
+                                   resend_before=self._resend.resend_before(time.time()))
+            if rows:
+                self._cursor = rows[-1][0]
+                self._unsent.extend(rows)
+        take = self._unsent
+        return [take.popleft() for _ in range(min(room, len(take)))]
+
+    def _rewind(self) -> None:
+        """Publish again from the oldest record not yet delivered (or overdue)."""
+        self._cursor = 0
+        self._unsent.clear()
 
     def _fill(self, ob: Outbox) -> None:
         while not self._retry.pending and self._link.connected:
-            with self._lock:
-                if self._fresh:
-                    return  # reconnected meanwhile; the next step re-sends from the start
-                room = self.window - len(self._inflight) - self._beacon.pending
-                epoch = self._epoch
+            free = self._flight.room(reserved=self._beacon.pending)
+            if free is None:
+                return  # reconnected meanwhile; the next step re-sends from the start
+            room, epoch = free
             # Refill in chunks, not one slot per ack: each refill costs a query.
-            if room < self._refill_at and room < self.window:
+            if room < self._flight.refill_at and room < self._flight.capacity:
                 return
             batch = self._next_batch(ob, room)
             if not batch:
                 return
-            for seq, _, data in batch:
-                token = next(self._tokens)
-                with self._lock:
-                    if self._epoch != epoch:
-                        return
-                    self._inflight.add(token)
+            tokens = self._flight.add(epoch, len(batch))
+            if tokens is None:
+                return
+            publish, topic, on_ack = self._link.publish, self.records_topic, self._handle_ack
+            for i, (seq, _, data) in enumerate(batch):
                 try:
-                    self._link.publish(
-                        self.records_topic,
-                        data,
-                        qos=1,
-                        content_type=CONTENT_TYPE,
-                        user_properties=[("seq", str(seq))],
-                        on_ack=partial(self._handle_ack, seq, token, epoch),
-                    )
+                    publish(topic, data, qos=1, content_type=CONTENT_TYPE, user_properties=[("seq", str(seq))],
+                            on_ack=partial(on_ack, seq, tokens[i], epoch))
                 except PublishError:
-                    with self._lock:
-                        self._inflight.discard(token)
+                    self._flight.discard(tokens[i:])
+                    self._unsent.extendleft(reversed(batch[i:]))  # the next step tries them again
                     raise
 
     def _flush_acks(self, ob: Outbox, eager: bool = True) -> None:
-        with self._lock:
-            if not eager and not (
-                len(self._acked) >= self.window
-                or not self._inflight  # nothing more is coming soon: don't make it wait
-                or time.monotonic() - self._acked_since >= _MARK_DELAY
-                or self._stopping.is_set()
-            ):
-                return
-            acked, self._acked = self._acked, []
+        acked = self._flight.take_marks(eager, self._stopping.is_set())
         if not acked:
             return
         try:
             ob.mark_delivered(acked)
         except OutboxError:
-            with self._lock:  # keep them; a later step retries the mark
-                self._acked[:0] = acked
+            self._flight.restore_marks(acked)  # a later step retries the mark
             raise
         self._retry.delivered()
         self._beacon.touch()
         if not self._retry.pending:
-            with self._lock:
+            with self._error_lock:
                 recovered, self._error = self._error is not None, None
             if recovered:
                 self._emit("records are being delivered again")
@@ -389,7 +348,7 @@ class Publisher:
         """Record the current problem; tell it only when it changed. Returns whether it did.
 
         Called from the pump thread and from paho's network thread (a refused birth)."""
-        with self._lock:
+        with self._error_lock:
             changed = msg != self._error
             self._error = msg
         if changed:  # outside the lock: an observer may call back into the publisher
