@@ -59,8 +59,23 @@ def test_an_ack_without_a_reason() -> None:
         "(no reason given)"
 
 
+@pytest.mark.parametrize("seq, ok", [(0, False), (1, True), (True, False), (1.0, False), (2**63 - 1, True),
+                                     (2**63, False), ("1", False), (None, False)])
+def test_seq_boundaries(seq: object, ok: bool) -> None:
+    data = json.dumps({"acks": [{"seq": seq, "record_id": "r", "verdict": "accepted"}]}).encode()
+    replay = json.dumps({"from_seq": seq, "to_seq": seq}).encode()
+    if ok:
+        assert parse_acks(data) == [AppAck(seq, "r", "accepted")]  # type: ignore[arg-type]
+        assert parse_replay(replay) == Replay(seq, seq)  # type: ignore[arg-type]
+    else:
+        for parse, payload in ((parse_acks, data), (parse_replay, replay)):
+            with pytest.raises(BadMessage):
+                parse(payload)
+
+
 @pytest.mark.parametrize("payload", [
-    b'{"acks": {}}', b'{"acks": "x"}', b'{}', b'{"acks": [1]}', b'"acks"', b"\xff\xfe", b"{",
+    b'{"acks": {}}', b'{"acks": []}', b'{"acks": [{"seq": 1, "record_id": "", "verdict": "accepted"}]}',
+    b'{"acks": [{"seq": 1, "record_id": "a", "verdict": "maybe"}]}', b'{"acks": [{"seq": 1, "record_id": "a"}]}', b'{"acks": "x"}', b'{}', b'{"acks": [1]}', b'"acks"', b"\xff\xfe", b"{",
     b"[" * 100_000,  # nested past the recursion limit
     b'{"acks": [{"seq": 1, "record_id": 5, "verdict": "accepted"}]}',
     b'{"acks": [{"seq": 1, "record_id": "a", "verdict": "accepted", "reason": 3}]}',
