@@ -39,8 +39,15 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           35: "suspicious", 36: "timeout", 37: "caught by type check", -24: "timeout", 24: "timeout",
           152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault", None: "not checked"}
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
-# Parts of a file scored on their own (the MT-SICS parser apart from the driver class).
-PARTS = {"drivers/mtsics.py": {"parser": ("_bad", "to_micrograms", "parse_line")}}
+# Parts of a file scored on their own: the MT-SICS parser apart from the driver
+# class; the consumer's worker apart from its command line, which only the
+# subprocess tests run; the SQL both databases share apart from the PostgreSQL
+# connection, which needs a server. A name is a function's or a whole class's.
+PARTS = {
+    "drivers/mtsics.py": {"parser": ("_bad", "to_micrograms", "parse_line")},
+    "station/central/consume.py": {"worker": ("Consumer",)},
+    "station/central/store.py": {"SQL and SQLite": ("Store", "SqliteStore", "open_store", "db_errors")},
+}
 _MESSAGE_CALL = re.compile(r"(Error|Refused|Refusal|Aborted)$|^_bad$")
 
 
@@ -74,9 +81,15 @@ def _tokens(code: str) -> list[tokenize.TokenInfo]:
     return [t for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type not in skip]
 
 
-def message_only(source: str, orig: ast.AST, mutant: ast.AST) -> bool:
-    a = textwrap.dedent(ast.get_source_segment(source, orig, padded=True))
-    b = textwrap.dedent(ast.get_source_segment(source, mutant, padded=True))
+def _segment(lines: list[str], fn: ast.AST) -> str:
+    # ast.get_source_segment splits the whole file on every call: quadratic on
+    # mutmut's files, which hold a copy of each function per mutant (megabytes).
+    return "".join(lines[fn.lineno - 1:fn.end_lineno])
+
+
+def message_only(lines: list[str], orig: ast.AST, mutant: ast.AST) -> bool:
+    a = textwrap.dedent(_segment(lines, orig))
+    b = textwrap.dedent(_segment(lines, mutant))
     ta, tb = _tokens(a), _tokens(b)
     if len(ta) != len(tb):
         return False
@@ -90,9 +103,9 @@ def message_only(source: str, orig: ast.AST, mutant: ast.AST) -> bool:
     )
 
 
-def diff(source: str, orig: ast.AST, mutant: ast.AST) -> str:
-    a = ast.get_source_segment(source, orig).splitlines()[1:]
-    b = ast.get_source_segment(source, mutant).splitlines()[1:]
+def diff(lines: list[str], orig: ast.AST, mutant: ast.AST) -> str:
+    a = _segment(lines, orig).splitlines()[1:]
+    b = _segment(lines, mutant).splitlines()[1:]
     return "\n".join(line for line in difflib.unified_diff(a, b, lineterm="", n=0) if line[:1] in "+-"
                      and not line.startswith(("+++", "---")))
 
@@ -102,22 +115,24 @@ def score(path: str) -> list[tuple[str, Counter, list[tuple[str, str]]]]:
     meta = json.loads((MUTANTS / f"{path}.meta").read_text())["exit_code_by_key"]
     source = mutated.read_text()
     fns = _functions(source)
+    lines = source.splitlines(keepends=True)
     parts = PARTS.get(path, {})
     results: dict[str, tuple[Counter, list]] = {}
     for key, code in sorted(meta.items()):
         name = key.rsplit(".", 1)[-1]
         base = name.rsplit("__mutmut_", 1)[0]
         plain = base.split("ǁ")[-1].removeprefix("x_")
-        part = next((p for p, names in parts.items() if plain in names), "rest" if parts else "")
+        owner = base.split("ǁ")[1] if "ǁ" in base else None  # the class of a method
+        part = next((p for p, names in parts.items() if plain in names or owner in names), "rest" if parts else "")
         counts, survivors = results.setdefault(part, (Counter(), []))
         status = STATUS.get(code, f"exit {code}")
         orig, mutant = fns.get(f"{base}__mutmut_orig"), fns.get(name)
-        if orig is not None and mutant is not None and message_only(source, orig, mutant):
+        if orig is not None and mutant is not None and message_only(lines, orig, mutant):
             counts["message text only"] += 1
             continue
         counts[status] += 1
         if status not in DETECTED:
-            survivors.append((name, diff(source, orig, mutant) if orig and mutant else "?"))
+            survivors.append((name, diff(lines, orig, mutant) if orig and mutant else "?"))
     return [(part, c, s) for part, (c, s) in results.items()]
 
 
