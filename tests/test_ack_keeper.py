@@ -90,23 +90,24 @@ def test_bad_ack_messages(payload: bytes) -> None:
 @pytest.mark.parametrize("payload, ok", [
     (b'{"from_seq": 1, "to_seq": 2}', Replay(1, 2)),
     (b'{"from_seq": 3, "to_seq": 3}', Replay(3, 3)),
-    (b'{"from_seq": 4, "to_seq": 3}', None),
-    (b'{"from_seq": 0, "to_seq": 3}', None),
-    (b'{"from_seq": 1}', None),
-    (b'{"to_seq": 1}', None),
-    (b'[]', None),
+    (b'{"from_seq": 4, "to_seq": 3}', "from_seq 4 is after to_seq 3"),
+    (b'{"from_seq": 0, "to_seq": 3}', "from_seq must be"),
+    (b'{"from_seq": 1}', "to_seq must be"),
+    (b'{"to_seq": 1}', "from_seq must be"),
+    (b'[]', "not a JSON object"),
 ])
-def test_replay_messages(payload: bytes, ok: Replay | None) -> None:
-    if ok is not None:
+def test_replay_messages(payload: bytes, ok: Replay | str) -> None:
+    if isinstance(ok, Replay):
         assert parse_replay(payload) == ok
-    else:
-        with pytest.raises(BadMessage):
+    else:  # the message names the field that is wrong
+        with pytest.raises(BadMessage, match=f"^{ok}"):
             parse_replay(payload)
 
 
 # -- the inbox, against a real broker ----------------------------------------------
 
-def test_the_inbox_queues_acks_and_replays_in_order_and_ignores_the_rest(mosquitto) -> None:
+def test_the_inbox_queues_acks_and_replays_in_order_and_ignores_the_rest(mosquitto, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger=acks_mod.__name__)
     woken = threading.Event()
     emitted: list[str] = []
     link = MqttLink(mosquitto.host, mosquitto.port, "inbox-under-test")
@@ -143,6 +144,9 @@ def test_the_inbox_queues_acks_and_replays_in_order_and_ignores_the_rest(mosquit
         assert got_replays[-2:] == [Replay(1, 2), Replay(3, 4)] and set(got_replays[:-2]) <= {Replay(9, 9)}
         assert [m.split(":")[0] for m in emitted] == ["ignored a message on stations/st1/cmd/reboot",
                                                       "ignored a message on stations/st1/acks"]
+        assert logged(caplog, logging.WARNING) == [
+            "ignored a message on stations/st1/cmd/reboot: unknown command",
+            "ignored a message on stations/st1/acks: not JSON: Expecting value: line 1 column 1 (char 0)"]
         assert inbox.take() == ([], [])
         inbox.requeue([AppAck(5, "r5", "accepted")])
         inbox.requeue([AppAck(4, "r4", "accepted")])  # put back in front
@@ -166,6 +170,21 @@ def test_verdicts_are_applied_reported_and_the_highest_accept_is_written(ob: Out
     assert requeued == [] and ob.counts().acked == 2
 
 
+def logged(caplog, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == acks_mod.__name__ and r.levelno == level]
+
+
+def test_rejections_and_mismatched_acks_are_logged(ob: Outbox, tmp_path: Path, caplog) -> None:
+    ob.append(recs(1, 2))
+    caplog.set_level(logging.INFO, logger=acks_mod.__name__)
+    keeper(tmp_path, Told()).handle(ob, [AppAck(1, "r1", "rejected", "bad kid"), AppAck(2, "zz", "accepted")], [],
+                                    list)
+    assert logged(caplog, logging.ERROR) == [
+        "the central system REJECTED record seq 1 (r1): bad kid; it stays in the outbox"]
+    assert logged(caplog, logging.WARNING) == [
+        "ignored an ack for seq 2: it names record zz, this station stored r2 there"]
+
+
 def test_a_rejection_without_a_listener_goes_to_the_console(ob: Outbox, tmp_path: Path) -> None:
     ob.append(recs(1, 1))
     told = Told()
@@ -176,6 +195,8 @@ def test_a_rejection_without_a_listener_goes_to_the_console(ob: Outbox, tmp_path
 def test_the_ack_file_only_moves_forward(ob: Outbox, tmp_path: Path) -> None:
     ob.append(recs(1, 4))
     k = keeper(tmp_path, Told())
+    k.report(ob, AckResult(highest=(1, "r1", b"\x01" * 32)))  # the first accept is news
+    assert central_ack(tmp_path)["seq"] == 1
     k.report(ob, AckResult(highest=(3, "r3", b"\x03" * 32)))
     k.report(ob, AckResult(highest=(2, "r2", b"\x02" * 32)))
     assert central_ack(tmp_path)["seq"] == 3
@@ -201,7 +222,8 @@ def test_an_unwritable_ack_file_is_a_warning_and_is_tried_again(ob: Outbox, tmp_
     k = keeper(state, Told())
     with caplog.at_level(logging.WARNING, logger=acks_mod.__name__):
         k.report(ob, AckResult(highest=(2, "r2", b"\x02" * 32)))
-    assert "could not write" in caplog.text
+    (line,) = logged(caplog, logging.WARNING)
+    assert line.startswith("could not write the central system's last ack beside the outbox: [Errno 2] ")
     state.mkdir()
     k.report(ob, AckResult(highest=(2, "r2", b"\x02" * 32)))
     assert central_ack(state)["seq"] == 2
@@ -231,7 +253,8 @@ def test_a_failed_ack_batch_is_put_back_and_raised(ob: Outbox, tmp_path: Path) -
     assert requeued == batch
 
 
-def test_pruning_runs_at_start_then_once_per_period_and_only_with_a_retention(ob: Outbox, tmp_path: Path) -> None:
+def test_pruning_runs_at_start_then_once_per_period_and_only_with_a_retention(ob: Outbox, tmp_path: Path,
+                                                                              caplog) -> None:
     ob.append(recs(1, 3))
     ob.apply_acks([AppAck(s, f"r{s}", "accepted") for s in (1, 2, 3)], now=time.time() - 100)
     keeper(tmp_path, Told()).prune_due(ob, 0.0)
@@ -242,18 +265,21 @@ def test_pruning_runs_at_start_then_once_per_period_and_only_with_a_retention(ob
     k.retention = 50.0
     k.prune_due(ob, PRUNE_EVERY - 0.001)
     assert len(list(ob.records())) == 3  # not yet due
+    caplog.set_level(logging.INFO, logger=acks_mod.__name__)
     k.prune_due(ob, PRUNE_EVERY)
     assert [r.seq for r in ob.records()] == [3]  # the newest stays
+    assert logged(caplog, logging.INFO) == ["pruned 2 acknowledged record(s) past the retention window"]
     assert PRUNE_EVERY == 3600.0
 
 
-def test_a_replay_serves_what_is_held_in_batches_and_says_what_is_not(ob: Outbox, tmp_path: Path) -> None:
+def test_a_replay_serves_what_is_held_in_batches_and_says_what_is_not(ob: Outbox, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger=acks_mod.__name__)
     ob.append(recs(1, 9))
     ob.apply_acks([AppAck(s, f"r{s}", "accepted") for s in (1, 2, 5)], now=1.0)
     ob.prune(2.0)  # held: 3, 4, 6..9
     told = Told()
     k = keeper(tmp_path, told)
-    assert k.status_extra() == {} and k.replay_batch(ob, 10) == []
+    assert k.status_extra() == {} and k.last_replay is None and k.replay_batch(ob, 10) == []
     k.handle(ob, [], [Replay(1, 7), Replay(9, 12)], list)
     assert told.emitted == ["replay of seq 1..7 requested by the central system; no longer held here: 1..2, 5",
                             "replay of seq 9..12 requested by the central system; no longer held here: 10..12"]
@@ -265,5 +291,9 @@ def test_a_replay_serves_what_is_held_in_batches_and_says_what_is_not(ob: Outbox
     k.request_replay(ob, Replay(3, 4))
     assert told.emitted[-1] == "replay of seq 3..4 requested by the central system"
     assert k.last_replay == {"from_seq": 3, "to_seq": 4, "not_held": []}
+    assert logged(caplog, logging.INFO) == [
+        "replay of seq 1..7 requested by the central system; not held: 1..2, 5",
+        "replay of seq 9..12 requested by the central system; not held: 10..12",
+        "replay of seq 3..4 requested by the central system; not held: none"]
     assert k.replay_batch(ob, 1) == [(3, "r3", bytes([3]) * 3)]
     assert k.replay_batch(ob, 5) == [(4, "r4", bytes([4]) * 3)]

@@ -108,14 +108,15 @@ def test_a_failed_batch_is_rolled_back_and_the_outbox_stays_usable(ob: Outbox) -
     assert ob.apply_acks([acc(1)]).accepted == [1]
 
 
-def test_a_closed_database_is_an_outbox_error(ob: Outbox) -> None:
+def test_a_closed_database_is_an_outbox_error_that_says_where_and_what(ob: Outbox) -> None:
     ob.append(recs(1, 1))
-    ob._db.close()
-    with pytest.raises(OutboxError):
-        ob.apply_acks([acc(1)])
-    for call in (ob.counts, ob.unacked_load, lambda: ob.prune(1.0)):
-        with pytest.raises(OutboxError):
+    ob._db.close()  # what a vanished disk looks like to the connection
+    for call, doing in ((lambda: ob.apply_acks([acc(1)]), "storing acknowledgements"),
+                        (ob.counts, "counting records"), (ob.unacked_load, "measuring the outbox"),
+                        (lambda: ob.prune(1.0), "pruning acknowledged records")):
+        with pytest.raises(OutboxError) as err:
             call()
+        assert f"outbox {ob.path}: {doing} failed: Cannot operate on a closed database" in str(err.value)
 
 
 # -- counts, load, publish times ---------------------------------------------------
