@@ -240,11 +240,13 @@ class Wire:
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
+        self.raw: list[bytes] = []
         self.log: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
     def send(self, topic: str, payload: bytes) -> None:
         with self.lock:
+            self.raw.append(payload)
             self.events.append(("send", topic, json.loads(payload)))
 
     def ack(self, token: object) -> None:
@@ -306,17 +308,36 @@ def test_acks_go_out_before_the_pubacks_in_batches_of_at_most_batch_max(worker, 
     assert (c.stored, c.duplicates, c.rejected, c.failure) == (BATCH_MAX + 1, 0, 0, None)
 
 
-def test_counts_and_alarms_add_up_over_batches(worker, keys, s1):
+def test_counts_alarms_and_touched_stations_add_up_over_batches(worker, keys, s1):
+    s2 = chain(keys["b"], 1, station="S2")
     c, wire, (loop, _) = worker()
     loop.start()
     c.inbox.put(Incoming(s1[0], T1, 1))
-    assert wait_for(lambda: c.stored == 1)
-    for i, data in enumerate([s1[0], b"junk", record(keys["a"], 2, bytes(32))]):  # 2 does not link to 1
-        c.inbox.put(Incoming(data, T1, 10 + i))
-    assert wait_for(lambda: c.rejected == 1 and c.duplicates == 1 and c.stored == 2)
-    assert wait_for(lambda: ("puback", 12) in wire.events)
-    assert [k for k, _ in wire.log] == ["fault", "fault"]  # the rejection and the broken link
-    assert c._touched == {"S1"}
+    c.inbox.put(Incoming(s1[0], T1, 2))
+    c.inbox.put(Incoming(b"junk", T1, 3))
+    assert wait_for(lambda: ("puback", 3) in wire.events)
+    for i, (data, topic) in enumerate([(s1[0], T1), (b"junk2", T1), (record(keys["a"], 2, bytes(32)), T1),
+                                       (s2[0], "stations/S2/records")]):  # S1's seq 2 does not link to 1
+        c.inbox.put(Incoming(data, topic, 10 + i))
+    assert wait_for(lambda: ("puback", 13) in wire.events)
+    assert (c.stored, c.duplicates, c.rejected, c.failure) == (3, 2, 2, None)
+    assert c._touched == {"S1", "S2"}  # for the gap check: stations with new rows
+    kinds, texts = zip(*wire.log)
+    assert kinds == ("fault",) * 3 and texts[2] == "S1: hash chain broken between seq 1 and 2"
+    assert all(t.startswith("REJECTED stations/S1/records seq None: ") for t in texts[:2])
+    # The acks are compact JSON: a batch of 500 stays one small message.
+    assert all(raw == json.dumps(json.loads(raw), separators=(",", ":")).encode() for raw in wire.raw)
+    assert b'{"seq":1,"record_id":"S1-r1","verdict":"accepted"}' in wire.raw[0]
+
+
+def test_an_idle_worker_stops_when_told(worker):
+    c, wire, (loop, gap_thread) = worker()
+    loop.start()
+    gap_thread.start()
+    c.stop.set()
+    loop.join(5)
+    gap_thread.join(5)
+    assert not loop.is_alive() and not gap_thread.is_alive() and c.failure is None and wire.events == []
 
 
 def test_a_database_failure_puts_the_batch_back_unacknowledged_and_in_order(worker, s1, tmp_path):
