@@ -91,7 +91,7 @@ def test_a_batch_of_only_duplicates_touches_no_station(ingest, store, s1):
     run(ingest, store, s1[:2])
     out = run(ingest, store, [s1[1], s1[0], s1[1]])
     assert (out.stored, out.duplicates, out.touched, out.alarms) == (0, 3, set(), [])
-    assert [a["seq"] for a in out.acks["S1"]] == [1, 2, 2]
+    assert out.acks["S1"] == [{"seq": n, "record_id": f"S1-r{n}", "verdict": "accepted"} for n in (1, 2, 2)]
 
 
 def test_a_record_on_a_topic_that_names_no_station_is_taken_on_its_signature(ingest, store, s1):
@@ -150,6 +150,26 @@ def test_a_conflict_with_the_table_is_acked_with_the_conflicting_records_own_id(
     assert out.alarms == [out.alarms[0]] and "seq 2" in out.alarms[0]  # seq 3 links to the stored seq 2: no alarm
 
 
+def test_a_conflict_on_a_topic_that_names_no_station_is_acked_to_the_records_station(ingest, store, keys, s1):
+    run(ingest, store, s1[:2])
+    out = run(ingest, store, [record(keys["a"], 2, digest(s1[0]), rid="fork")], topic="elsewhere")
+    assert [(a["seq"], a["record_id"], a["verdict"]) for a in out.acks["S1"]] == [(2, "fork", "rejected")]
+    assert list(out.acks) == ["S1"]
+
+
+def test_every_problem_of_a_record_is_in_its_reason(ingest, store, keys):
+    payload = cbor2.loads(cbor2.loads(record(keys["a"], 5, bytes(32))).value[2])
+    payload["prev"], payload["seq"] = b"\x01", 0  # two schema faults, signed as they are
+    out = run(ingest, store, [keys["a"].sign(cbor2.dumps(payload))])
+    assert out.acks["S1"][0]["reason"] == ("payload field 'prev' is not a SHA-256 hash (32 bytes); "
+                                           "payload field 'seq' is 0; a chain starts at 1")
+
+
+def test_unreadable_records_are_acked_before_the_readable_ones(ingest, store, s1):
+    out = run(ingest, store, [s1[0], b"junk"])  # one lock order: records without a station sort first
+    assert [a["verdict"] for a in out.acks["S1"]] == ["rejected", "accepted"]
+
+
 def test_the_first_record_of_a_chain_must_start_from_zero(ingest, store, keys):
     out = run(ingest, store, [record(keys["a"], 1, b"\x01" * 32)])
     assert out.stored == 1 and len(out.alarms) == 1 and "seq 1" in out.alarms[0]
@@ -167,7 +187,7 @@ def test_links_are_checked_against_stored_neighbours_on_both_sides(ingest, store
     assert out.alarms == ["S1: hash chain broken between seq 4 and 5"]
     out = run(ingest, store, [s1[2]])  # seq 3 links to 2; seq 4 (stray) does not link to it
     assert out.alarms == ["S1: hash chain broken between seq 3 and 4"]
-    assert rows(store, "SELECT seq FROM alarms ORDER BY id") == [(4,), (3,)]
+    assert rows(store, "SELECT station_id, seq FROM alarms ORDER BY id") == [("S1", 4), ("S1", 3)]
 
 
 def test_a_broken_pair_inside_one_batch_is_reported_once(ingest, store, keys, s1):
@@ -179,6 +199,22 @@ def test_a_duplicate_in_the_batch_is_not_a_neighbour_of_itself(ingest, store, s1
     run(ingest, store, s1[:3])
     out = run(ingest, store, [s1[1], s1[3]])  # 2 again, 4 new
     assert (out.stored, out.duplicates, out.alarms) == (1, 1, [])
+
+
+def test_a_broken_link_to_a_stored_predecessor(ingest, store, keys, s1):
+    run(ingest, store, [s1[0]])
+    out = run(ingest, store, [record(keys["a"], 2, b"\x02" * 32)])
+    assert out.alarms == ["S1: hash chain broken between seq 1 and 2"]
+    assert rows(store, "SELECT station_id, seq FROM alarms") == [("S1", 2)]
+
+
+def test_a_redelivered_successor_in_the_batch_is_checked_as_the_link(ingest, store, keys, s1):
+    stray3 = record(keys["a"], 3, b"\x03" * 32)
+    run(ingest, store, [s1[0], stray3])
+    out = run(ingest, store, [s1[1], stray3])  # 2 is new; 3 comes again and does not link to it
+    assert (out.stored, out.duplicates) == (1, 1)
+    assert out.alarms == ["S1: hash chain broken between seq 2 and 3"]
+    assert rows(store, "SELECT station_id, seq FROM alarms") == [("S1", 2)]
 
 
 def test_a_conflicting_neighbour_in_the_batch_is_not_taken_as_the_link(ingest, store, keys, s1):
