@@ -205,6 +205,14 @@ def test_prune_keeps_unacked_rejected_recent_and_the_newest(ob: Outbox) -> None:
     assert [r.seq for r in ob.records()] == [3, 5, 6]
 
 
+def test_a_failed_prune_is_rolled_back_and_the_outbox_stays_usable(ob: Outbox) -> None:
+    ob.append(recs(1, 2))
+    ob.apply_acks([acc(1)], now=1.0)
+    with pytest.raises(OverflowError):  # not an SQLite error: raised as it is, after the rollback
+        ob.prune(acked_before=1 << 64)
+    assert ob.prune(acked_before=2.0) == 1
+
+
 def test_hash_at(ob: Outbox) -> None:
     ob.append(recs(1, 2))
     assert ob.hash_at(2) == ob.last_hash and ob.hash_at(1) != ob.hash_at(2)
