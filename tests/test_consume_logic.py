@@ -294,7 +294,9 @@ class Wire:
             self.log.append((kind, text))
 
 
-def wait_for(pred, timeout=15.0) -> bool:
+def wait_for(pred, timeout=5.0) -> bool:
+    # Ten times what the slowest wait here takes on a loaded 2-core machine; a
+    # mutant that stops the worker costs this much per test in `make mutation`.
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
