@@ -267,6 +267,9 @@ def test_gaps_are_checked_per_station_in_name_order(ingest, store, keys, s1):
     run(ingest, store, [s2[0], s2[2]], topic="stations/S2/records")
     g = GapWatch(store, grace=0.0, clock=Clock())
     assert g.check(["S2", "S1", "S2"]) == [("S1", 2, 2), ("S2", 2, 2)]
+    run(ingest, store, [s1[1]])  # S1 complete: it is done with, and S2 is still checked
+    g.interval = 0.0
+    assert g.check(["S1", "S2"]) == [("S2", 2, 2)] and list(g.open) == ["S2"]
 
 
 # -- the worker ----------------------------------------------------------------------
