@@ -356,13 +356,13 @@ def test_counts_alarms_and_touched_stations_add_up_over_batches(worker, keys, s1
     c.inbox.put(Incoming(s1[0], T1, 1))
     c.inbox.put(Incoming(s1[0], T1, 2))
     c.inbox.put(Incoming(b"junk", T1, 3))
-    assert wait_for(lambda: ("puback", 3) in wire.events)
-    for i, (data, topic) in enumerate([(s1[0], T1), (b"junk2", T1), (record(keys["a"], 2, bytes(32)), T1),
-                                       (s2[0], "stations/S2/records")]):  # S1's seq 2 does not link to 1
-        c.inbox.put(Incoming(data, topic, 10 + i))
-    assert wait_for(lambda: ("puback", 13) in wire.events)
+    c.inbox.put(Incoming(s2[0], "stations/S2/records", 4))
+    assert wait_for(lambda: ("puback", 4) in wire.events)
+    for i, data in enumerate([s1[0], b"junk2", record(keys["a"], 2, bytes(32))]):  # 2 does not link to 1
+        c.inbox.put(Incoming(data, T1, 10 + i))
+    assert wait_for(lambda: ("puback", 12) in wire.events)
     assert (c.stored, c.duplicates, c.rejected, c.failure) == (3, 2, 2, None)
-    assert c._touched == {"S1", "S2"}  # for the gap check: stations with new rows
+    assert c._touched == {"S1", "S2"}  # for the gap check: stations with new rows, from both batches
     kinds, texts = zip(*wire.log)
     assert kinds == ("fault",) * 3 and texts[2] == "S1: hash chain broken between seq 1 and 2"
     assert all(t.startswith("REJECTED stations/S1/records seq None: ") for t in texts[:2])
