@@ -49,7 +49,7 @@ bench: setup
 	$(BIN)/python bench/modbus_poll.py
 	$(BIN)/python bench/consumer_ingest.py
 
-# Mutation testing (not part of `make test` or CI; about 20 min on 2 cores).
+# Mutation testing (not part of `make test` or CI; about 40 min on 2 cores).
 # What is mutated and which tests run: [tool.mutmut] in pyproject.toml. The
 # score per file leaves out mutants that only change message text; see
 # docs/PERFORMANCE.md, "Mutation testing". Always a fresh run: mutmut's cache
