@@ -335,15 +335,10 @@ class Outbox(AckStates):
     def _write_batch(self, sql: str, rows: Sequence[tuple], meta: dict[str, str] | None = None) -> None:
         """All rows in one transaction, one fsync: the group commit. On any
         failure nothing is written, so a batch is never half stored."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate():
             self._db.executemany(sql, rows)
             if meta:
                 self._db.executemany(_UPSERT_META, [(k, str(v)) for k, v in meta.items()])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from station.errors import OutboxError
@@ -62,6 +63,18 @@ class Counts:
 class AckStates:
     _db: sqlite3.Connection
 
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE takes SQLite's write lock at
+        once): committed whole, or rolled back whole on any failure."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def apply_acks(self, acks: Sequence[AppAck], now: float | None = None) -> AckResult:
         """Store a batch of verdicts in ONE transaction. The first verdict for a
         record wins; a repeated ack changes nothing; an ack whose record_id is not
@@ -71,8 +84,7 @@ class AckStates:
         if not acks:
             return out
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate():
                 # One read per 500 acks instead of one per ack.
                 seqs = sorted({a.seq for a in acks})
                 held = {}
@@ -102,10 +114,6 @@ class AckStates:
                 self._db.executemany(
                     "UPDATE records SET acked_at = ?, verdict = ?, reason = ?, "
                     "delivered_at = coalesce(delivered_at, ?) WHERE seq = ?", updates)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._error(exc, "storing acknowledgements") from exc
         return out
@@ -172,15 +180,10 @@ class AckStates:
         """Delete records acked (accepted) before ``acked_before``. Never the newest
         record: the outbox derives its chain head from it."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate():
                 n = self._db.execute(
                     "DELETE FROM records WHERE verdict = 'accepted' AND acked_at < ? "
                     "AND seq < (SELECT max(seq) FROM records)", (acked_before,)).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise self._error(exc, "pruning acknowledged records") from exc
         return int(n)
