@@ -93,3 +93,18 @@ def test_a_new_connection_forgets_what_was_in_flight_but_old_acks_still_count() 
     assert f.take_marks(eager=True, stopping=False) == [5]
     f.discard(new)
     assert f.empty
+
+
+def test_no_room_until_the_connect_is_handled_nor_after_a_disconnect() -> None:
+    # The link reports "connected" just before its callback reaches connected():
+    # records sent in that moment went out again after the connect's re-send.
+    f = InFlight(20)
+    assert f.room(reserved=0) is None
+    f.connected(20, 0)
+    assert f.take_news() == (True, [])
+    assert f.room(reserved=0) == (20, 1)
+    f.disconnected()
+    assert f.room(reserved=0) is None
+    f.connected(20, 0)
+    f.take_news()
+    assert f.room(reserved=0) == (20, 2)

@@ -32,6 +32,10 @@ class InFlight:
         self._lock = threading.Lock()
         self.epoch = 0  # bumped on every connect; acks of older epochs still count as delivery
         self._fresh = False  # a new connection: birth + re-send from the oldest undelivered
+        # The link says "connected" a moment before its connect callback reaches
+        # connected() here; publishing in that moment sent records under the old
+        # epoch that the re-send after the connect sent again (duplicates at start).
+        self._up = False
         self._tokens: set[int] = set()  # tokens, not seqs: a replay may repeat a seq in flight
         self._next_token = 0
         self._acked: list[int] = []
@@ -54,11 +58,13 @@ class InFlight:
             self.epoch += 1
             self._tokens.clear()
             self._fresh = True
+            self._up = True
             self._size(window, ahead)
 
     def disconnected(self) -> None:
         with self._lock:
             self._tokens.clear()  # forgotten: the outbox is re-read after reconnecting
+            self._up = False
 
     def on_ack(self, seq: int, token: int, epoch: int, ack: Ack) -> bool:
         """Record the broker's answer; returns whether the pump should wake."""
@@ -92,9 +98,10 @@ class InFlight:
         return fresh, refused
 
     def room(self, reserved: int) -> tuple[int, int] | None:
-        """(free slots, epoch), or None when a new connection came meanwhile."""
+        """(free slots, epoch), or None when a new connection came meanwhile or
+        the connect has not been handled yet."""
         with self._lock:
-            if self._fresh:
+            if self._fresh or not self._up:
                 return None
             return self.capacity - len(self._tokens) - reserved, self.epoch
 
